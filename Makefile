@@ -1,0 +1,54 @@
+# Two commands matter: `make serve` (set up, then serve the bundled models on http://127.0.0.1:8000)
+# and `make test` (set up, then run the whole test suite). Everything else is a step of those.
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+# The ONNX Runtime build: cpu (onnxruntime) or gpu (onnxruntime-gpu); never both in one environment.
+RUNTIME ?= cpu
+
+.PHONY: serve setup setup-serve setup-dev test lint browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Serving needs no torch: the service extra alone.
+$(VENV)/.serve-$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[$(RUNTIME)]"
+	touch $@
+
+setup-serve: $(VENV)/.serve-$(RUNTIME)
+
+# Training, export, tests and linters: torch is pinned to the CPU build on this machine's disk.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[$(RUNTIME),train,dev,test]"
+	touch $@
+
+setup-dev: $(VENV)/.dev browser
+
+# The browser tests drive Debian's Chromium; no tool downloads a browser of its own.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; browser tests will be skipped"; \
+	  else echo "warning: /usr/bin/chromium missing (apt-get install chromium); browser tests will be skipped"; fi; \
+	fi
+
+setup: setup-serve setup-dev
+
+serve: setup-serve
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: setup-dev
+	$(BIN)/pytest
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check app
+	$(BIN)/mypy app
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
