@@ -23,7 +23,7 @@ setup-serve: $(VENV)/.serve-$(RUNTIME)
 
 # Training, export, tests and linters: torch is pinned to the CPU build on this machine's disk.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[$(RUNTIME),train,dev,test]"
+	$(BIN)/pip install -q -e ".[$(RUNTIME),train,dev]"
 	touch $@
 
 setup-dev: $(VENV)/.dev browser
@@ -49,6 +49,8 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check app
 	$(BIN)/mypy app
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

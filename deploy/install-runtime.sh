@@ -12,7 +12,7 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install --no-cache-dir -q --upgrade pip
 "$venv/bin/pip" install --no-cache-dir -q "${source}[${runtime}]"
 # Both ONNX Runtime builds install into the same package; having the two breaks the CUDA provider.
-if "$venv/bin/pip" show -q onnxruntime onnxruntime-gpu >/dev/null 2>&1; then
+if "$venv/bin/pip" show -q onnxruntime >/dev/null 2>&1 && "$venv/bin/pip" show -q onnxruntime-gpu >/dev/null 2>&1; then
   echo "error: onnxruntime and onnxruntime-gpu are both installed" >&2; exit 1
 fi
 if "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
