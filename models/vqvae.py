@@ -72,10 +72,19 @@ class _Residual(nn.Module):
         return x + self.block(x)
 
 
-def _randint(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """n indices in [0, high) drawn from `generator` (on its own device), returned on `device`."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randint(high, (n,), generator=generator, device=gen_device).to(device)
+def _sample_rows(flat: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+    """n rows of flat [M, D] drawn from `generator`, without replacement when M >= n.
+
+    Distinct picks matter: two equal codes tie in every distance, and torch and ONNX Runtime may break a
+    tie that their matmuls round differently in different ways.
+    """
+    m = flat.shape[0]
+    gen_device = generator.device if generator is not None else flat.device
+    if m >= n:
+        idx = torch.randperm(m, generator=generator, device=gen_device)[:n]
+    else:
+        idx = torch.randint(m, (n,), generator=generator, device=gen_device)
+    return flat[idx.to(flat.device)]
 
 
 class VectorQuantizer(nn.Module):
@@ -109,7 +118,7 @@ class VectorQuantizer(nn.Module):
         """k-means on encoder outputs flat [M, D]; seeds the codebook and the EMA statistics."""
         flat = flat.float()
         k = self.config.codebook_size
-        self.embed.copy_(flat[_randint(flat.shape[0], k, generator, flat.device)])
+        self.embed.copy_(_sample_rows(flat, k, generator))
         for _ in range(self.config.kmeans_iters):
             idx = self.nearest(flat)
             counts = torch.bincount(idx, minlength=k).float()
@@ -137,7 +146,7 @@ class VectorQuantizer(nn.Module):
         if dead.numel():
             # Re-seed on encoder outputs of this batch, so a dead code lands where the data is; it starts with
             # the threshold's count and gets one EMA-decay's grace before it can be restarted again.
-            picks = flat[_randint(flat.shape[0], dead.numel(), generator, flat.device)]
+            picks = _sample_rows(flat, dead.numel(), generator)
             self.embed[dead] = picks
             self.ema_count[dead] = cfg.dead_code_threshold
             self.ema_sum[dead] = picks * cfg.dead_code_threshold

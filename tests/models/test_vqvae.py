@@ -1,0 +1,131 @@
+"""VQ-VAE: shapes, nearest-code lookup, round trips by index, the EMA codebook and its upkeep."""
+
+import pytest
+import torch
+
+import models
+from models.vqvae import VQVAE
+
+
+def _model(**overrides: object) -> VQVAE:
+    torch.manual_seed(0)
+    model = models.build_model("vqvae", models.make_config("vqvae", "tiny", **overrides))
+    assert isinstance(model, VQVAE)
+    return model
+
+
+def _images(n: int = 4, h: int = 16, w: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _trained_once(model: VQVAE) -> VQVAE:
+    """One training-mode loss call: k-means initialises the codebook on that batch."""
+    model.train()
+    model.loss(_images(), generator=torch.Generator().manual_seed(0), step=0)
+    return model.eval()
+
+
+def test_shapes_and_ranges() -> None:
+    model = _model().eval()
+    cfg = model.config
+    x = _images(2)
+    with torch.no_grad():
+        z_e = model.encode(x)
+        z_q, tokens = model.quantize(z_e)
+        image = model.decode_tokens(tokens)
+    assert z_e.shape == z_q.shape == (2, cfg.code_dim, 4, 4)
+    assert tokens.shape == (2, 4, 4) and tokens.dtype == torch.int64
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < cfg.codebook_size
+    assert image.shape == x.shape
+    assert image.min().item() >= 0.0 and image.max().item() <= 1.0
+    assert model.codebook.shape == (cfg.codebook_size, cfg.code_dim)
+
+
+def test_nearest_code_matches_brute_force() -> None:
+    model = _model(codebook_size=37, code_dim=5)
+    g = torch.Generator().manual_seed(3)
+    flat = torch.randn(500, 5, generator=g)
+    brute = torch.stack([((model.codebook - v) ** 2).sum(1).argmin() for v in flat])
+    assert torch.equal(model.quantizer.nearest(flat), brute)
+
+
+def test_lookup_stays_fp32_under_autocast() -> None:
+    model = _model(codebook_size=256, code_dim=32)
+    flat = torch.randn(2000, 32, generator=torch.Generator().manual_seed(4))
+    expected = model.quantizer.nearest(flat)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = model.quantizer.nearest(flat)  # a bf16 matmul here would round distances and flip some
+    assert torch.equal(tokens, expected)
+
+
+def test_lookup_by_index_round_trips() -> None:
+    model = _trained_once(_model())
+    with torch.no_grad():
+        z_e = model.encode(_images(2, seed=5))
+        z_q, tokens = model.quantize(z_e)
+        assert torch.equal(model.lookup(tokens), z_q)
+        assert torch.equal(z_q[0, :, 1, 2], model.codebook[tokens[0, 1, 2]])
+        torch.testing.assert_close(model.decode_tokens(tokens), model.decode(z_q))
+        image, tokens2 = model.decode_continuous(z_e)
+    assert torch.equal(tokens2, tokens)
+    torch.testing.assert_close(image, model.decode(z_q))
+
+
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (32, 24), (8, 12)])
+def test_token_grid_is_proportional_to_the_image(h: int, w: int) -> None:
+    model = _model().eval()
+    with torch.no_grad():
+        z_e = model.encode(_images(1, h, w))
+        _, tokens = model.quantize(z_e)
+        image = model.decode_tokens(tokens)
+    assert tokens.shape == (1, h // 4, w // 4)
+    assert image.shape == (1, 3, h, w)
+
+
+def test_first_training_batch_initialises_the_codebook_by_kmeans() -> None:
+    model = _model()
+    assert not bool(model.quantizer.initialized)
+    before = model.codebook.clone()
+    model.train()
+    _, logs = model.loss(_images(), generator=torch.Generator().manual_seed(0), step=0)
+    assert bool(model.quantizer.initialized)
+    assert not torch.equal(model.codebook, before)
+    # Every code sits among the data: inside the bounding box of this batch's encoder outputs.
+    with torch.no_grad():
+        flat = model.encode(_images()).permute(0, 2, 3, 1).reshape(-1, model.config.code_dim)
+    assert (model.codebook >= flat.min(0).values - 1e-4).all()
+    assert (model.codebook <= flat.max(0).values + 1e-4).all()
+    assert 1.0 <= logs["perplexity"] <= model.config.codebook_size
+    assert 0.0 < logs["codebook_usage"] <= 1.0
+
+
+def test_ema_moves_in_training_and_not_in_eval() -> None:
+    model = _trained_once(_model())
+    x = _images(seed=6)
+    frozen = {k: v.clone() for k, v in model.quantizer.state_dict().items()}
+    model.eval()
+    model.loss(x, generator=torch.Generator().manual_seed(0), step=1)
+    for key, value in model.quantizer.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    model.train()
+    model.loss(x, generator=torch.Generator().manual_seed(0), step=1)
+    assert not torch.equal(model.quantizer.ema_count, frozen["ema_count"])
+    assert not torch.equal(model.codebook, frozen["embed"])
+
+
+def test_dead_codes_are_restarted_on_encoder_outputs() -> None:
+    model = _trained_once(_model())
+    dead = torch.tensor([0, 3, 7])
+    with torch.no_grad():
+        model.quantizer.embed[dead] = 1e3  # far from every encoder output: never chosen again
+        model.quantizer.ema_count[dead] = 0.0
+        model.quantizer.ema_sum[dead] = 0.0
+    x = _images(seed=8)
+    with torch.no_grad():
+        flat = model.encode(x).permute(0, 2, 3, 1).reshape(-1, model.config.code_dim)
+    model.train()
+    _, logs = model.loss(x, generator=torch.Generator().manual_seed(0), step=1)
+    assert logs["dead_restarts"] >= 3
+    for code in model.codebook[dead]:
+        assert torch.isclose(flat, code[None, :], atol=1e-6).all(1).any()  # re-seeded on a batch vector
+    assert (model.quantizer.ema_count[dead] >= model.config.dead_code_threshold).all()
