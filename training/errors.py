@@ -11,3 +11,7 @@ class UserError(Exception):
     def __init__(self, message: str) -> None:
         # One line, so the CLI's `error: ...` stays a single line whatever the caller wrote.
         super().__init__(" ".join(str(message).split()))
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged (NaN or infinite loss or gradient); the last good checkpoint is kept."""

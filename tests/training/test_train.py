@@ -1,0 +1,171 @@
+"""The training loop, checkpoints and the `train` command, on tiny presets for a few steps."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from training.__main__ import main as cli
+from training.checkpoint import load_model, weights_sha256
+from training.config import TrainConfig
+from training.errors import UserError
+from training.loop import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny(out: Path, **changes: object) -> TrainConfig:
+    """A run that takes about a second: tiny preset, batch 8, 4 steps, 16 validation images."""
+    values: dict = dict(
+        model="vae", data="shapes", preset="tiny", steps=4, batch_size=8, out=str(out), val_every=2,
+        val_images=16, log_every=1, warmup_steps=2, epoch_crops=64, quiet=True,
+    )  # fmt: skip
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        (root / f"d{i % 3}").mkdir(exist_ok=True)
+        shape = (40, 48, 3) if i % 2 else (40, 48)  # RGB and gray files mixed
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / f"d{i % 3}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(("kind", "data"), [("vae", "shapes"), ("beta_vae", "shapes"), ("vqvae", "photos"),
+                                            ("mae", "folder")])  # fmt: skip
+def test_train_each_kind_and_load_back(tmp_path: Path, folder: Path, kind: str, data: str) -> None:
+    spec = str(folder) if data == "folder" else data
+    path = train(tiny(tmp_path / "run", model=kind, data=spec))
+    assert path == tmp_path / "run" / "checkpoint"
+    assert {p.name for p in path.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
+    model, state = load_model(tmp_path / "run")
+    assert model.kind == kind and not model.training
+    assert state["kind"] == kind and state["step"] == 4 and state["data"] == spec
+    assert state["model_config"]["channels"] == (1 if data == "shapes" else 3)
+    assert state["replica_sha256"] == [weights_sha256(model)]
+    size = model.config.image_size
+    x = torch.rand(2, model.config.channels, size, size)
+    loss, logs = model.loss(x, generator=torch.Generator().manual_seed(0), step=0)
+    assert torch.isfinite(loss) and "loss" in logs
+    fresh = models.build_model(kind, models.config_from_dict(kind, state["model_config"]))
+    assert weights_sha256(fresh) != weights_sha256(model)  # trained weights, not an initialisation
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows if r["split"] == "train"] == ["1", "2", "3", "4"]
+    assert [r["step"] for r in rows if r["split"] == "val"] == ["2", "4"]
+    assert all(np.isfinite(float(r["loss"])) for r in rows) and float(rows[0]["images_per_s"]) > 0
+
+
+def test_same_seed_same_weights_and_exact_resume(tmp_path: Path) -> None:
+    runs = {name: tmp_path / name for name in ("a", "b", "c", "interrupted")}
+    for name in ("a", "b"):
+        train(tiny(runs[name], model="vqvae", data="photos", seed=3))
+    train(tiny(runs["c"], model="vqvae", data="photos", seed=4))
+    digest = {name: weights_sha256(load_model(runs[name])[0]) for name in ("a", "b", "c")}
+    assert digest["a"] == digest["b"] != digest["c"]
+
+    def stop_after_two(step: int, logs: dict[str, float]) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    config = tiny(runs["interrupted"], model="vqvae", data="photos", seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=stop_after_two)
+    assert json.loads((runs["interrupted"] / "checkpoint" / "state.json").read_text())["step"] == 2
+    seen: list[int] = []
+    train(tiny(runs["interrupted"], model="vqvae", data="photos", seed=3, resume=True),
+          callback=lambda step, logs: seen.append(step))  # fmt: skip
+    assert seen == [3, 4]
+    model, state = load_model(runs["interrupted"])
+    assert state["step"] == 4
+    # Optimizer, data order and noise all continue: the resumed run ends where the straight one did.
+    assert weights_sha256(model) == digest["a"]
+
+
+def test_resume_extends_step_count(tmp_path: Path) -> None:
+    train(tiny(tmp_path, steps=2))
+    train(tiny(tmp_path, steps=5, resume=True))
+    assert load_model(tmp_path)[1]["step"] == 5
+
+
+def test_config_file_and_flags(tmp_path: Path) -> None:
+    toml = 'model = "beta_vae"\nsteps = 9\nbatch_size = 8\n[overrides]\nbeta = 2\n'
+    (tmp_path / "run.toml").write_text(toml)
+    from training.loop import parse_args
+
+    config = parse_args(["--config", str(tmp_path / "run.toml"), "--steps", "3", "--set", "latent_dim=6"])
+    assert (config.model, config.steps, config.batch_size) == ("beta_vae", 3, 8)
+    assert config.overrides == {"beta": 2, "latent_dim": 6}
+    (tmp_path / "bad.json").write_text(json.dumps({"model": "vae", "stepz": 3}))
+    with pytest.raises(UserError, match="stepz"):
+        parse_args(["--config", str(tmp_path / "bad.json")])
+    (tmp_path / "b.json").write_text('{"steps": "ten"}')
+    with pytest.raises(UserError, match="steps must be int"):
+        parse_args(["--model", "vae", "--config", str(tmp_path / "b.json")])
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli(["train", *argv])
+    return code, capsys.readouterr().err
+
+
+TINY = ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--val-images", "8", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "gan", "--data", "shapes"], "invalid choice: 'gan'"),
+        (["--model", "vae", "--data", "{missing}"], "does not exist"),
+        (["--model", "vae", "--data", "{empty}"], "no images"),
+        (["--model", "vae", "--data", "shapes", "--set", "depth=3"], "unknown vae config field(s): depth"),
+        (["--model", "vae", "--data", "shapes", "--set", "beta"], "KEY=VALUE"),
+        (["--model", "vae", "--data", "shapes", "--stepz", "3"], "unrecognized arguments: --stepz"),
+        (["--model", "vae", "--data", "shapes", "--resume"], "no checkpoint"),
+        (["--data", "shapes"], "--model is required"),
+        (["--model", "vae", "--data", "shapes", "--lr", "1e6", "--grad-clip", "0", "--warmup-steps", "0",
+          "--steps", "20"], "NaN or infinite"),
+    ],
+)  # fmt: skip
+def test_cli_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in argv]
+    code, err = _cli([*TINY, "--out", str(tmp_path / "run"), *argv], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_cli_resume_with_another_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = ["--out", str(tmp_path / "run")]
+    assert _cli([*TINY, *out, "--model", "vae", "--data", "shapes"], capsys)[0] == 0
+    code, err = _cli([*TINY, *out, "--model", "mae", "--data", "shapes", "--resume"], capsys)
+    assert code == 2 and "holds a vae checkpoint" in err and err.count("\n") == 1
+    code, err = _cli([*TINY, *out, "--model", "vae", "--data", "shapes"], capsys)
+    assert code == 2 and "already holds a checkpoint" in err
+
+
+def test_cli_subprocess_trains_and_reports_errors(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "training", "train", *TINY, "--out", str(tmp_path / "run")]
+    done = subprocess.run([*run, "--model", "vqvae", "--data", "shapes"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    model, state = load_model(tmp_path / "run")
+    assert model.kind == "vqvae" and state["step"] == 2
+    assert state["command"][:4] == ["python", "-m", "training", "train"]
+    missing = ["--model", "vae", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "other")]
+    bad = subprocess.run([*run, *missing], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"error: data path {str(tmp_path / 'nope')!r} does not exist"]

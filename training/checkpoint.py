@@ -1,0 +1,159 @@
+"""Checkpoints: a folder of safetensors and JSON (no pickle anywhere), enough to rebuild the model.
+
+    RUN_DIR/checkpoint/
+      model.safetensors      model.state_dict() (parameters and persistent buffers, e.g. the VQ codebook)
+      optimizer.safetensors  the optimizer's tensors as "state.<param index>.<name>"; its other values
+                             (param_groups, non-tensor state) as JSON in the file's metadata
+      state.json             kind, model_config, train_config, data, step, epoch, seed, ...
+
+`load_model(path)` needs nothing else: it reads the kind and the model config from state.json.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+import models
+from training.errors import UserError
+
+CHECKPOINT_DIR = "checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder for `path`: the folder itself or RUN_DIR/checkpoint. UserError if neither."""
+    path = Path(path)
+    for folder in (path, path / CHECKPOINT_DIR):
+        if (folder / STATE_FILE).is_file():
+            return folder
+    raise UserError(f"no checkpoint at {str(path)!r} (expected {STATE_FILE} there or in {CHECKPOINT_DIR}/)")
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """state.json of the checkpoint at `path` (run folder or checkpoint folder)."""
+    file = resolve_checkpoint(path) / STATE_FILE
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {file}: {exc}") from exc
+    if state.get("format_version") != FORMAT_VERSION or state.get("kind") not in models.KINDS:
+        raise UserError(f"{file} is not a checkpoint this version can read")
+    return state
+
+
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as standalone CPU tensors (cloned: safetensors refuses shared storage)."""
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes (sorted by name): replica identity."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model_tensors(model).items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> Path:
+    """Write the checkpoint into `folder`, replacing the old one only once the new one is complete."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    old = folder.with_name(f".{folder.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(model_tensors(model), str(tmp / MODEL_FILE))
+    tensors, extra = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"json": json.dumps(extra)})
+    full_state = {
+        "format_version": FORMAT_VERSION,
+        "saved": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **state,
+    }
+    (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=2) + "\n")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def build_from_state(state: dict[str, Any]) -> nn.Module:
+    """A fresh model of the checkpoint's kind and config (weights not loaded)."""
+    try:
+        config = models.config_from_dict(state["kind"], state["model_config"])
+        return models.build_model(state["kind"], config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint model config is unusable: {exc}") from exc
+
+
+def load_weights(folder: Path, model: nn.Module) -> None:
+    """Load model.safetensors from the checkpoint `folder` into `model` (strict: every name must match)."""
+    try:
+        tensors = load_file(str(folder / MODEL_FILE))
+        model.load_state_dict(tensors, strict=True)
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise UserError(f"cannot load weights from {folder / MODEL_FILE}: {first_line}") from exc
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at `path` (run folder or its checkpoint/): (model, state).
+
+    The model is on the CPU, in eval mode, in fp32.
+    """
+    folder = resolve_checkpoint(path)
+    state = read_state(folder)
+    model = build_from_state(state)
+    load_weights(folder, model)
+    return model.eval(), state
+
+
+def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore optimizer.safetensors into `optimizer` (built over the same parameters, in the same order)."""
+    file = folder / OPTIMIZER_FILE
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            extra = json.loads((handle.metadata() or {})["json"])
+        tensors = load_file(str(file))
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, extra))
+    except (OSError, SafetensorError, KeyError, ValueError) as exc:
+        raise UserError(f"cannot load optimizer state from {file}: {str(exc).splitlines()[0]}") from exc
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """{"state": {i: {name: value}}, "param_groups": [...]} -> (tensors "state.i.name", the rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            key = f"state.{index}.{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *extra["scalars"].items()]:
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in extra["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}

@@ -1,0 +1,122 @@
+"""Multi-process training under torchrun (PyTorch DDP), and the single-process case as world size 1.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; with WORLD_SIZE > 1 the process group starts with NCCL on
+CUDA and gloo on the CPU. Every rank holds a full replica: DDP averages gradients in backward, and its
+`broadcast_buffers` copies rank 0's buffers (the VQ-VAE codebook and its EMA statistics) to every rank at
+the start of each forward, so the codebook every rank quantizes with is rank 0's. `sync_buffers` repeats
+that broadcast once more after the last step, so the replicas end bit-identical.
+"""
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.utils.data import Sampler
+
+from training.errors import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs and the progress bar."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> cuda if present, else cpu; "cuda" without a GPU is a UserError."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this torch build sees no CUDA GPU")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def setup(device_name: str) -> tuple[World, torch.device]:
+    """Read torchrun's environment, pick the device and, for several ranks, start the process group."""
+    world = World(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        size=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+    device = resolve_device(device_name, world.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world.distributed and not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return world, device
+
+
+def teardown(world: World) -> None:
+    if world.distributed and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def sync_buffers(module: nn.Module, world: World) -> None:
+    """Copy rank 0's buffers to every rank (what DDP does before each forward, done once more)."""
+    if world.distributed:
+        for buffer in module.buffers():
+            torch_dist.broadcast(buffer, src=0)
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum `tensor` over the ranks in place (no-op for one process)."""
+    if world.distributed:
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather_digests(hexdigest: str, world: World, device: torch.device) -> list[str]:
+    """Every rank's sha256 hex digest, in rank order (as uint8 tensors: no pickled objects)."""
+    if not world.distributed:
+        return [hexdigest]
+    mine = torch.tensor(list(bytes.fromhex(hexdigest)), dtype=torch.uint8, device=device)
+    gathered = [torch.empty_like(mine) for _ in range(world.size)]
+    torch_dist.all_gather(gathered, mine)
+    return [bytes(t.cpu().tolist()).hex() for t in gathered]
+
+
+class ShardSampler(Sampler[int]):
+    """This rank's share of a seeded per-epoch permutation of range(n).
+
+    Epoch e's order is a permutation drawn from (seed, e); like DistributedSampler it is padded by wrapping
+    to a multiple of the world size and dealt out round-robin, so every rank gets ceil(n / world) items.
+    `set_epoch(e, skip)` starts epoch e after its first `skip` items, which is how a resumed run carries on
+    in the middle of an epoch with the same data it would have seen.
+    """
+
+    def __init__(self, n: int, *, seed: int, world: World, shuffle: bool = True) -> None:
+        self.n, self.seed, self.world, self.shuffle = n, seed, world, shuffle
+        self.per_rank = math.ceil(n / world.size)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        order = np.resize(order, self.per_rank * self.world.size)  # wraps around to pad
+        return iter(order[self.world.rank :: self.world.size][self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.skip, 0)

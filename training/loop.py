@@ -1,0 +1,490 @@
+"""The training loop: `train(TrainConfig) -> Path` and `python -m training train ...`.
+
+One loop for every kind: the model's `loss(x, generator=, step=)` is all it calls. Per step, the
+generator is re-seeded from (seed, rank, step), and the data order is a seeded per-epoch permutation
+(distributed.ShardSampler), so a run is a function of its config: same seed, same weights (on the CPU),
+and a resumed run sees the data and noise it would have seen had it never stopped.
+"""
+
+import argparse
+import copy
+import csv
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+import models
+from training import checkpoint as ckpt
+from training import distributed
+from training.config import FIELDS, TrainConfig, config_from_dict, parse_override, read_config_file
+from training.data import BUILTIN, default_channels, make_dataset
+from training.distributed import ShardSampler, World
+from training.errors import NonFiniteLoss, UserError
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+def train(
+    config: TrainConfig, *, callback: StepCallback | None = None, command: list[str] | None = None
+) -> Path:
+    """Train (or, with `config.resume`, continue) a model; return the checkpoint folder.
+
+    callback(step, logs) runs after every optimizer step (step counts completed steps). A
+    KeyboardInterrupt, from Ctrl-C or from the callback, saves a checkpoint at the last completed step
+    and is raised again. Errors a user can cause raise `UserError`.
+    """
+    _check(config)
+    world, device = distributed.setup(config.device)
+    try:
+        return _Run(config, world, device, command).run(callback)
+    finally:
+        distributed.teardown(world)
+
+
+def _check(config: TrainConfig) -> None:
+    if config.model not in models.KINDS:
+        raise UserError(f"unknown model {config.model!r}; choose one of {', '.join(models.KINDS)}")
+    if config.preset not in models.PRESET_NAMES:
+        raise UserError(f"unknown preset {config.preset!r}; choose one of {', '.join(models.PRESET_NAMES)}")
+    positive = {"steps": config.steps, "batch_size": config.batch_size, "epoch_crops": config.epoch_crops}
+    for name, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{name} must be > 0, not {value}")
+    if config.epochs is not None and config.epochs <= 0:
+        raise UserError(f"epochs must be > 0, not {config.epochs}")
+    for name in ("val_every", "checkpoint_every", "log_every", "warmup_steps", "val_images"):
+        if getattr(config, name) < 0:
+            raise UserError(f"{name} must be >= 0, not {getattr(config, name)}")
+    if config.grad_clip < 0 or config.workers is not None and config.workers < 0:
+        raise UserError("grad_clip and workers must be >= 0")
+
+
+def model_config_for(config: TrainConfig) -> Any:
+    """The model config of a fresh run: preset, then data-driven defaults, then the user's overrides.
+
+    Unless overridden, `channels` follows the data (1 for shapes, 3 otherwise) and a VAE's `likelihood`
+    is bernoulli on the binary shapes and gaussian on photographs.
+    """
+    fields = {f.name for f in dataclasses.fields(models.make_config(config.model, config.preset))}
+    implied: dict[str, Any] = {"channels": default_channels(config.data)}
+    if "likelihood" in fields:
+        implied["likelihood"] = "bernoulli" if config.data == "shapes" else "gaussian"
+    try:
+        return models.make_config(config.model, config.preset, **{**implied, **config.overrides})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model option: {exc}") from exc
+
+
+class _LossModule(nn.Module):
+    """Routes `model.loss` through `forward`, which DDP needs to sync gradients and broadcast buffers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict]:
+        return self.model.loss(x, generator=generator, step=step)
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (numpy's SeedSequence), for torch generators."""
+    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, world: World, device: torch.device, command: list[str] | None):
+        self.config, self.world, self.device, self.command = config, world, device, command
+        self.out = Path(config.out)
+        self.ckpt_dir = self.out / ckpt.CHECKPOINT_DIR
+        self.amp = config.amp and device.type == "cuda"
+        self.step = 0
+        # A folder is stored absolute, so evaluation from another directory finds it.
+        self.data_spec = config.data if config.data in BUILTIN else str(Path(config.data).resolve())
+        self.last_val: dict[str, float] = {}
+
+        torch.manual_seed(config.seed)  # model initialisation; identical on every rank
+        if config.resume:
+            self.model, self.model_config, state = self._restore_model()
+        else:
+            if (self.ckpt_dir / ckpt.STATE_FILE).exists():
+                raise UserError(f"{self.out} already holds a checkpoint; pass --resume or another --out")
+            self.model_config = model_config_for(config)
+            self.model = models.build_model(config.model, self.model_config)
+        self.model.to(device).train()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.resolved_lr(), weight_decay=config.resolved_weight_decay()
+        )
+        if config.resume:
+            ckpt.load_optimizer(self.ckpt_dir, self.optimizer)
+            self.step = int(state["step"])
+        self._make_data()
+        self.total_steps = (
+            math.ceil(config.epochs * self.steps_per_epoch) if config.epochs is not None else config.steps
+        )
+        self.net: nn.Module = _LossModule(self.model)
+        if world.distributed:
+            self.net = DistributedDataParallel(
+                self.net,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=True,
+                find_unused_parameters=self._has_unused_parameters(),
+            )
+        self.generator = torch.Generator(device=device)
+
+    # --- setup ---------------------------------------------------------------------------------------------
+    def _restore_model(self) -> tuple[nn.Module, Any, dict[str, Any]]:
+        if not (self.ckpt_dir / ckpt.STATE_FILE).is_file():
+            raise UserError(f"--resume: no checkpoint in {self.out} (no {self.ckpt_dir / ckpt.STATE_FILE})")
+        state = ckpt.read_state(self.ckpt_dir)
+        if state["kind"] != self.config.model:
+            raise UserError(
+                f"--resume: {self.out} holds a {state['kind']} checkpoint; it cannot continue as --model "
+                f"{self.config.model}"
+            )
+        model = ckpt.build_from_state(state)
+        saved = state["model_config"]
+        clashes = sorted(k for k, v in self.config.overrides.items() if saved.get(k, object()) != v)
+        if clashes:
+            raise UserError(f"--resume: model option(s) {', '.join(clashes)} differ from the checkpoint's")
+        ckpt.load_weights(self.ckpt_dir, model)
+        return model, model.config, state
+
+    def _make_data(self) -> None:
+        cfg, mc = self.config, self.model_config
+        kwargs = dict(image_size=mc.image_size, channels=mc.channels, seed=cfg.seed, length=cfg.epoch_crops)
+        self.train_data: Dataset = make_dataset(cfg.data, "train", **kwargs)
+        val_data = make_dataset(cfg.data, "val", **kwargs)
+        n_val = min(len(val_data), cfg.val_images) if cfg.val_images else len(val_data)
+        picked = np.linspace(0, len(val_data) - 1, n_val).round().astype(int)  # evenly spaced, fixed
+        self.val_data = Subset(val_data, picked[self.world.rank :: self.world.size].tolist())
+        self.sampler = ShardSampler(len(self.train_data), seed=cfg.seed, world=self.world)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the {cfg.data} training split has {len(self.train_data)} images per epoch, fewer than one "
+                f"batch of {cfg.batch_size} per process; lower --batch-size"
+            )
+        # CPU runs load in the main process (deterministic, and the CPU is busy with the model anyway).
+        auto = 0 if self.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // self.world.size))
+        self.workers = cfg.workers if cfg.workers is not None else auto
+
+    def _loader(self, data: Dataset, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            drop_last=sampler is not None,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _has_unused_parameters(self) -> bool:
+        """Probe one backward on a copy: DDP must be told when some parameter gets no gradient
+        (e.g. the Gaussian's log-sigma of a Bernoulli VAE)."""
+        probe = copy.deepcopy(self.model)
+        mc = self.model_config
+        x = torch.rand(2, mc.channels, mc.image_size, mc.image_size, device=self.device)
+        loss, _ = probe.loss(x, generator=torch.Generator(device=self.device).manual_seed(0), step=0)
+        loss.backward()
+        return any(p.requires_grad and p.grad is None for p in probe.parameters())
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def run(self, callback: StepCallback | None) -> Path:
+        cfg = self.config
+        if self.step >= self.total_steps:
+            self._say(f"checkpoint already at step {self.step} >= {self.total_steps} steps; nothing to do")
+            return self.ckpt_dir
+        self.metrics = _Metrics(self.out, self.step) if self.world.is_main else None
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+            disable=cfg.quiet or not self.world.is_main,
+        )  # fmt: skip
+        self._say(self._describe())
+        try:
+            self._loop(bar, callback)
+        except KeyboardInterrupt:
+            bar.close()
+            if self.world.is_main:
+                self._save()
+                self._say(f"interrupted at step {self.step}; checkpoint {self.ckpt_dir}; --resume continues")
+            raise
+        finally:
+            bar.close()
+            if self.metrics:
+                self.metrics.close()
+        distributed.sync_buffers(self.model, self.world)
+        if self.last_val.get("step") != self.step:
+            self._validate()
+        digests = distributed.gather_digests(ckpt.weights_sha256(self.model), self.world, self.device)
+        if self.world.is_main:
+            self._save(replica_sha256=digests)
+            if len(set(digests)) > 1:
+                self._say(f"warning: replicas differ at the end: {digests}", force=True)
+            self._say(f"done: step {self.step}, checkpoint in {self.ckpt_dir}")
+        return self.ckpt_dir
+
+    def _loop(self, bar: tqdm, callback: StepCallback | None) -> None:
+        cfg = self.config
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        while self.step < self.total_steps:
+            epoch, batch_in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.batch_size)
+            if hasattr(self.train_data, "set_epoch"):
+                self.train_data.set_epoch(epoch)
+            for x in self._loader(self.train_data, self.sampler):
+                logs = self._train_step(x.to(self.device, non_blocking=True))
+                self.step += 1
+                for key, value in logs.items():
+                    window[key] = window.get(key, 0.0) + value
+                window_steps += 1
+                if callback is not None:
+                    callback(self.step, logs)
+                if cfg.log_every and self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_steps * cfg.batch_size * self.world.size / max(elapsed, 1e-9)
+                    means = {k: v / window_steps for k, v in window.items()}
+                    bar.set_postfix(loss=f"{means['loss']:.4g}", img_s=f"{rate:.0f}", refresh=False)
+                    self._log("train", {**means, "images_per_s": rate, "lr": self._lr(self.step - 1)})
+                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                bar.update(1)
+                paused = time.perf_counter()  # validation and saving do not count against images/s
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.step < self.total_steps:
+                    self._validate()
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.world.is_main:
+                    self._save()
+                window_start += time.perf_counter() - paused
+                if self.step >= self.total_steps:
+                    break
+
+    def _train_step(self, x: torch.Tensor) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.step)
+        self.generator.manual_seed(_seed(self.config.seed, self.world.rank, self.step))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, logs = self.net(x, self.generator, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # After DDP's all-reduce the gradient norm is the same on every rank, so every rank stops together;
+        # the local loss is only trusted alone when there is one rank.
+        local_bad = not self.world.distributed and not math.isfinite(loss.item())
+        if local_bad or not torch.isfinite(grad_norm):
+            raise NonFiniteLoss(
+                f"the loss became NaN or infinite at step {self.step + 1} (loss {loss.item():.4g}, gradient "
+                f"norm {float(grad_norm):.4g}); try a lower --lr or --grad-clip; the diverged weights are not saved"
+            )
+        self.optimizer.step()
+        return {**logs, "grad_norm": float(grad_norm)}
+
+    def _lr(self, step: int) -> float:
+        """Linear warmup over warmup_steps, then cosine from lr down to lr * min_lr_ratio at total_steps."""
+        cfg, peak = self.config, self.config.resolved_lr()
+        if step < cfg.warmup_steps:
+            return peak * (step + 1) / cfg.warmup_steps
+        span = max(self.total_steps - cfg.warmup_steps, 1)
+        progress = min((step - cfg.warmup_steps) / span, 1.0)
+        return peak * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        """Mean loss (and every logged value) over the validation images, summed over all ranks."""
+        self.model.eval()
+        keys: list[str] = []
+        sums: torch.Tensor | None = None
+        count = 0
+        generator = torch.Generator(device=self.device)
+        for i, x in enumerate(self._loader(self.val_data)):
+            generator.manual_seed(_seed(self.config.seed, 1 << 20, i))  # the same noise at every validation
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                _, logs = self.model.loss(x.to(self.device), generator=generator, step=self.step)
+            keys = keys or sorted(logs)
+            row = torch.tensor([logs[k] * len(x) for k in keys], dtype=torch.float64)
+            sums = row if sums is None else sums + row
+            count += len(x)
+        self.model.train()
+        totals = torch.cat([sums if sums is not None else torch.zeros(len(keys)), torch.tensor([count])])
+        if self.world.distributed:
+            totals = distributed.all_reduce_sum(totals.to(self.device), self.world).cpu()
+        means = {k: float(v) / max(float(totals[-1]), 1.0) for k, v in zip(keys, totals[:-1], strict=True)}
+        self.last_val = {**means, "step": self.step}
+        self._log("val", means)
+        if means:
+            self._say(f"step {self.step}: validation loss {means['loss']:.5g}")
+        return means
+
+    # --- output --------------------------------------------------------------------------------------------
+    def _save(self, **extra: Any) -> None:
+        cfg = self.config
+        state = {
+            "kind": cfg.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "train_config": cfg.to_dict(),
+            "data": self.data_spec,
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "seed": cfg.seed,
+            "world_size": self.world.size,
+            "val": {k: v for k, v in self.last_val.items() if k != "step"},
+            "val_step": self.last_val.get("step"),
+            "command": self.command,
+            "torch_version": torch.__version__,
+            **extra,
+        }
+        ckpt.save_checkpoint(self.ckpt_dir, self.model, self.optimizer, state)
+
+    def _log(self, split: str, values: dict[str, float]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(self.step, split, values)
+
+    def _say(self, message: str, *, force: bool = False) -> None:
+        if self.world.is_main and (force or not self.config.quiet):
+            tqdm.write(message)
+
+    def _describe(self) -> str:
+        cfg, n = self.config, sum(p.numel() for p in self.model.parameters())
+        start = f"resuming at step {self.step}" if self.step else "starting"
+        return (
+            f"{start}: {cfg.model} ({n:,} parameters) on {cfg.data} ({len(self.train_data):,} train images), "
+            f"{self.total_steps} steps of {cfg.batch_size} x {self.world.size} on {self.device}"
+            f"{' with bf16 autocast' if self.amp else ''}; run folder {self.out}"
+        )
+
+
+class _Metrics:
+    """RUN_DIR/metrics.csv (and TensorBoard events when `tensorboard` is installed), written by rank 0.
+
+    The CSV's columns are fixed by its first row (step, split, loss, images_per_s, lr, then the model's
+    log keys); on resume, rows past the checkpoint's step are dropped so the file reads as one run.
+    """
+
+    FIRST = ("step", "split", "loss", "images_per_s", "lr")
+
+    def __init__(self, out: Path, start_step: int) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / "metrics.csv"
+        self.columns: list[str] | None = None
+        if self.path.exists() and start_step > 0:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.columns = list(rows[0]) if rows else None
+            keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+            self._rewrite(keep)
+        elif self.path.exists():
+            self.path.unlink()
+        self.tensorboard = _tensorboard_writer(out)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        with self.path.open("w", newline="") as f:
+            if self.columns:
+                writer = csv.DictWriter(f, self.columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if self.columns is None:
+            self.columns = [*self.FIRST, *sorted(set(values) - set(self.FIRST))]
+            self._rewrite([])
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
+            writer.writerow({"step": step, "split": split, **{k: f"{v:.6g}" for k, v in values.items()}})
+        if self.tensorboard is not None:
+            for key, value in values.items():
+                self.tensorboard.add_scalar(f"{split}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _tensorboard_writer(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: the CSV is always there
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+# --- command line ---------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit 2 via training.__main__) instead of printing usage."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UserError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m training train",
+        description="Train an autoencoder. Settings: defaults < --config FILE < flags.",
+        argument_default=argparse.SUPPRESS,  # only the flags given override the file
+    )
+    add = p.add_argument
+    add("--model", choices=models.KINDS, help="model kind")
+    add("--data", help="shapes, photos, or a folder of PNG/JPEG/WebP images (default shapes)")
+    add("--preset", choices=models.PRESET_NAMES, help="model size preset (default: default)")
+    add("--set", dest="overrides", nargs="+", action="extend", metavar="KEY=VALUE",
+        help="model config fields, e.g. --set beta=8 latent_dim=10 (channels and a VAE's likelihood "
+             "follow the data unless set)")
+    add("--steps", type=int, help="optimizer steps in all (default 10000)")
+    add("--epochs", type=float, help="train this many epochs instead of --steps")
+    add("--batch-size", type=int, help="images per step per process (default 64)")
+    add("--lr", type=float, help="peak learning rate (default per kind)")
+    add("--weight-decay", type=float, help="AdamW weight decay (default per kind)")
+    add("--warmup-steps", type=int, help="linear warmup steps before the cosine decay (default 200)")
+    add("--grad-clip", type=float, help="max gradient norm, 0 = off (default 1.0)")
+    add("--seed", type=int, help="seed of everything random (default 0)")
+    add("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    add("--out", help="run folder (default runs/run)")
+    add("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add("--val-every", type=int, help="steps between validations, 0 = only at the end (default 500)")
+    add("--val-images", type=int, help="validation images per validation (default 2048)")
+    add("--checkpoint-every", type=int, help="steps between checkpoints, 0 = only at the end (default 1000)")
+    add("--log-every", type=int, help="steps per metrics.csv row (default 50)")
+    add("--epoch-crops", type=int, help="photos: crops per epoch (default 10000)")
+    add("--workers", type=int, help="DataLoader worker processes (default 0 on CPU, up to 8 on CUDA)")
+    add("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA too (no bf16 autocast)")
+    add("--quiet", action="store_true", help="no progress bar or messages")
+    add("--config", dest="config_file", help="JSON or TOML file of settings (keys as the long flags, with _)")
+    return p  # fmt: skip
+
+
+def parse_args(argv: list[str]) -> TrainConfig:
+    """Command-line arguments (and the --config file they name) -> TrainConfig."""
+    flags = vars(_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    if "config_file" in flags:
+        values = read_config_file(flags.pop("config_file"))
+    overrides = dict(values.get("overrides") or {})
+    for item in flags.pop("overrides", []):
+        key, value = parse_override(item)
+        overrides[key] = value
+    values.update(flags)
+    if overrides:
+        values["overrides"] = overrides
+    config = config_from_dict(values)
+    if not config.model:
+        raise UserError(f"--model is required (one of {', '.join(models.KINDS)})")
+    return config
+
+
+def main(argv: list[str]) -> int:
+    """`python -m training train ...`; returns the exit code (errors raise UserError)."""
+    config = parse_args(argv)
+    train(config, command=["python", "-m", "training", "train", *argv])
+    return 0
+
+
+__all__ = ["FIELDS", "TrainConfig", "main", "model_config_for", "parse_args", "train"]
