@@ -284,7 +284,7 @@ class _Run:
         if local_bad or not torch.isfinite(grad_norm):
             raise NonFiniteLoss(
                 f"the loss became NaN or infinite at step {self.step + 1} (loss {loss.item():.4g}, gradient "
-                f"norm {float(grad_norm):.4g}); try a lower --lr or --grad-clip; the diverged weights are not saved"
+                f"norm {float(grad_norm):.4g}); try a lower --lr or --grad-clip (diverged weights not saved)"
             )
         self.optimizer.step()
         return {**logs, "grad_norm": float(grad_norm)}
