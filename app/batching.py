@@ -1,0 +1,213 @@
+"""Dynamic batching per graph: coalesce concurrent requests into one ONNX Runtime run.
+
+A request is a dict of arrays that share axis 0 (its item count). Requests wait in a bounded queue;
+one worker task per graph takes the oldest request, gathers later ones with the same non-batch shapes
+(never mixing shapes in one batch) until `max_batch_size` items or `max_delay_s`, drops requests whose
+client has gone (cancelled futures), runs the batch in a thread and hands each request its slice. A
+failed batch fails every request in it with the same error. A full queue refuses at once (`Overloaded`).
+"""
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from app.errors import InferenceFailed, InvalidInput, NotReady, Overloaded
+
+Feeds = dict[str, np.ndarray]
+ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
+
+
+class BatchObserver(Protocol):
+    """Where a batcher reports what it does (the Prometheus metrics implement it)."""
+
+    def observe_batch(self, graph: str, items: int, queue_s: list[float], compute_s: float) -> None: ...
+
+    def set_queue_depth(self, graph: str, depth: int) -> None: ...
+
+
+@dataclass
+class BatcherStats:
+    """Counters a test or an operator can read: how requests were actually coalesced."""
+
+    batches: int = 0
+    items: int = 0
+    requests: int = 0
+    skipped_cancelled: int = 0
+    failed_batches: int = 0
+    largest_batch: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)  # items per run -> number of runs
+
+
+@dataclass
+class _Pending:
+    feeds: Feeds
+    items: int
+    key: ShapeKey
+    future: asyncio.Future[Feeds]
+    enqueued: float
+
+
+def _shape_key(feeds: Feeds) -> tuple[int, ShapeKey]:
+    if not feeds:
+        raise InvalidInput("a request needs at least one input tensor")
+    counts = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
+    if len(counts) != 1 or min(counts) < 1:
+        raise InvalidInput("all inputs of one request must share a batch axis of at least 1")
+    key = tuple(sorted((name, tuple(a.shape[1:]), str(a.dtype)) for name, a in feeds.items()))
+    return counts.pop(), key
+
+
+class Batcher:
+    """The queue and worker of one graph. `await submit(feeds)` returns that request's outputs."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[Feeds], Feeds],
+        *,
+        executor: Executor | None,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+        retry_after_s: int = 1,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self.retry_after_s = retry_after_s
+        self._observer = observer
+        self._pending: list[_Pending] = []
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = BatcherStats()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet taken into a batch)."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+
+    async def close(self) -> None:
+        """Stop the worker; waiting requests fail with NotReady."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for p in self._pending:
+            if not p.future.done():
+                p.future.set_exception(NotReady(f"{self.name}: the service is shutting down"))
+        self._pending.clear()
+
+    async def submit(self, feeds: Feeds) -> Feeds:
+        """Queue one request (arrays sharing axis 0) and wait for its outputs (same axis 0)."""
+        if self._closed or self._worker is None:
+            raise NotReady(f"{self.name} is not running")
+        items, key = _shape_key(feeds)
+        if len(self._pending) >= self.max_queue:
+            raise Overloaded(
+                f"{self.name}: {len(self._pending)} requests already queued; retry later",
+                retry_after_s=self.retry_after_s,
+            )
+        future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(feeds, items, key, future, time.perf_counter()))
+        self.stats.requests += 1
+        self._report_depth()
+        self._arrived.set()
+        # If this task is cancelled (the client went away) the future is cancelled with it, and the
+        # worker drops it before running.
+        return await future
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.set_queue_depth(self.name, len(self._pending))
+
+    def _group_size(self, key: ShapeKey) -> int:
+        return sum(p.items for p in self._pending if p.key == key and not p.future.done())
+
+    async def _wait_to_fill(self, first: _Pending) -> None:
+        deadline = first.enqueued + self.max_delay_s
+        while self._group_size(first.key) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+            except TimeoutError:
+                return
+
+    def _take(self, key: ShapeKey) -> list[_Pending]:
+        """Remove and return the live requests of one shape group, oldest first, up to the batch size."""
+        taken: list[_Pending] = []
+        kept: list[_Pending] = []
+        total = 0
+        for p in self._pending:
+            if p.future.done():  # cancelled: the client is gone
+                self.stats.skipped_cancelled += 1
+                continue
+            fits = p.key == key and (not taken or total + p.items <= self.max_batch_size)
+            if fits:
+                taken.append(p)
+                total += p.items
+            else:
+                kept.append(p)
+        self._pending = kept
+        self._report_depth()
+        return taken
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            first = next((p for p in self._pending if not p.future.done()), None)
+            if first is None:
+                self._take(())  # only cancelled requests left: drop them
+                continue
+            await self._wait_to_fill(first)
+            batch = self._take(first.key)
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
+        items = sum(p.items for p in batch)
+        try:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._run, feeds)
+        except Exception as exc:  # one runtime failure reaches every request of the batch
+            self.stats.failed_batches += 1
+            error = InferenceFailed(f"{self.name}: inference failed: {exc}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        compute_s = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.items += items
+        self.stats.largest_batch = max(self.stats.largest_batch, items)
+        self.stats.batch_sizes[items] += 1
+        if self._observer is not None:
+            self._observer.observe_batch(self.name, items, [started - p.enqueued for p in batch], compute_s)
+        offset = 0
+        for p in batch:
+            part = {name: out[offset : offset + p.items] for name, out in outputs.items()}
+            offset += p.items
+            if not p.future.done():
+                p.future.set_result(part)

@@ -1,0 +1,167 @@
+"""Images in and out: decode uploads safely, convert modes, fit to a model's size, encode results.
+
+Arrays are float32 [C, H, W] in [0, 1] (one image) or [N, C, H, W].
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+IMAGE_CONTENT_TYPES = frozenset({*FORMATS.values(), "image/jpg"})
+FIT_MODES = ("center-crop", "resize", "pad", "none")
+DEFAULT_FIT = "center-crop"
+_RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class Fitted:
+    array: np.ndarray  # float32 [C, H, W] in [0, 1]
+    description: str  # e.g. "center-crop 512x384 -> 64x64" (width x height)
+    source_size: tuple[int, int]  # (width, height) after EXIF orientation, before fitting
+
+
+def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image:
+    """Decode PNG/JPEG/WebP/GIF (first frame) bytes, EXIF orientation applied.
+
+    The size is read from the header and checked against `max_pixels` before any pixel is decoded,
+    so a decompression bomb costs nothing.
+    """
+    if not data:
+        raise InvalidInput(f"{field} is empty", field=field)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))  # header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"{field}: {exc}", field=field) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidInput(f"{field} is not a decodable image", field=field) from exc
+    if opened.format not in FORMATS:
+        raise UnsupportedMediaType(
+            f"{field} is {opened.format}; supported formats: {', '.join(FORMATS)}", field=field
+        )
+    fmt = opened.format
+    width, height = opened.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"{field} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", field=field
+        )
+    try:
+        img: Image.Image = opened
+        if getattr(opened, "is_animated", False):
+            img = next(iter(ImageSequence.Iterator(opened))).copy()
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"{field} is a truncated or corrupt {fmt}", field=field) from exc
+    return img
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit integer) gray -> 8-bit L, scaled by the full 16-bit range."""
+    a = np.asarray(img).astype(np.float64)
+    scale = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(a / scale * 255), 0, 255).astype(np.uint8), "L")
+
+
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """RGB (channels=3) or L (channels=1); transparency is composited on white."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _sixteen_bit_to_l(img)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB" if channels == 3 else "L")
+
+
+def fit(
+    img: Image.Image, height: int, width: int, mode: str, *, multiple: int | None = None, field: str = "image"
+) -> Image.Image:
+    """Fit to height x width: `center-crop` (scale the short side, crop the centre), `resize` (stretch),
+    `pad` (scale the long side, pad with black) or `none` (keep; the size must match, or for a fully
+    convolutional model (`multiple` set) each side must be a multiple of it)."""
+    if mode == "resize":
+        return img.resize((width, height), _RESAMPLE)
+    if mode == "center-crop":
+        return ImageOps.fit(img, (width, height), _RESAMPLE)
+    if mode == "pad":
+        return ImageOps.pad(img, (width, height), _RESAMPLE, color=0)
+    if mode == "none":
+        w, h = img.size
+        if (w, h) == (width, height):
+            return img
+        if multiple and w % multiple == 0 and h % multiple == 0:
+            return img
+        need = f"{width}x{height}" + (f" or sides that are multiples of {multiple}" if multiple else "")
+        raise InvalidInput(f"fit=none needs an image of {need}; {field} is {w}x{h}", field="fit")
+    raise InvalidInput(f"fit must be one of {', '.join(FIT_MODES)}", field="fit")
+
+
+def load_fitted(
+    data: bytes,
+    *,
+    height: int,
+    width: int,
+    channels: int,
+    mode: str,
+    max_pixels: int,
+    multiple: int | None = None,
+    field: str = "image",
+) -> Fitted:
+    """decode -> channels -> fit -> float32 [C, H, W] in [0, 1], with a description of the fit."""
+    img = to_channels(decode(data, max_pixels=max_pixels, field=field), channels)
+    w0, h0 = img.size
+    out = fit(img, height, width, mode, multiple=multiple, field=field)
+    a = np.asarray(out, dtype=np.float32) / 255.0
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return Fitted(np.ascontiguousarray(a), f"{mode} {w0}x{h0} -> {out.size[0]}x{out.size[1]}", (w0, h0))
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """float [C, H, W] in [0, 1] -> 8-bit RGB or L image (values clipped)."""
+    a = np.clip(np.round(np.nan_to_num(image) * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    to_pil(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def grid(images: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
+    """Tile [N, C, H, W] row-major into one [C, H', W'] image with `gap` white pixels between tiles."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    out = np.ones((c, rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap), np.float32)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        out[:, r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = images[i]
+    return out
+
+
+def animation_bytes(frames: np.ndarray, fmt: str, frame_ms: int = 100) -> bytes:
+    """[N, C, H, W] -> an animated GIF or WebP that loops forever."""
+    pil = [to_pil(f) for f in frames]
+    if fmt == "gif":
+        pil = [p.convert("RGB").quantize(256) for p in pil]
+    buf = io.BytesIO()
+    pil[0].save(
+        buf,
+        fmt.upper(),
+        save_all=True,
+        append_images=pil[1:],
+        duration=frame_ms,
+        loop=0,
+        **({"lossless": True} if fmt == "webp" else {}),
+    )
+    return buf.getvalue()

@@ -1,0 +1,241 @@
+"""Per-kind adapters: which graphs a kind has, which operations it supports, and the few steps that
+differ between kinds. Every operation has one generic path (app/operations.py, app/routes/models.py)
+that calls these small methods.
+
+Arrays: images float32 [N, C, H, W] in [0, 1]; VAE latents float32 [N, Z]; VQ-VAE continuous latents
+z_e float32 [N, D, H', W'] and tokens int64 [N, H', W']; MAE masks float32 [N, L] (1 = removed).
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from app.manifest import Manifest
+from app.operations import expand_patch_mask, random_patch_masks
+
+Feeds = dict[str, np.ndarray]
+
+
+class GraphRunner(Protocol):
+    """What an adapter needs from a loaded model: its manifest, codebook and batched graph runs."""
+
+    @property
+    def manifest(self) -> Manifest | None: ...
+
+    async def run(self, graph: str, feeds: Feeds) -> Feeds: ...
+
+
+def manifest_of(model: GraphRunner) -> Manifest:
+    """The manifest of a model that is serving (adapters only ever see ready models)."""
+    if model.manifest is None:
+        raise ValueError("the model has no manifest")
+    return model.manifest
+
+
+def output(outputs: Feeds, name: str) -> np.ndarray:
+    """A graph output by its documented name; a single-output graph's only output under any name."""
+    if name in outputs:
+        return outputs[name]
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    raise KeyError(f"the graph has no output {name!r} (outputs: {sorted(outputs)})")
+
+
+@dataclass(frozen=True)
+class Score:
+    values: np.ndarray  # float [N], one per image
+    method: str  # what was computed, for the response
+    unit: str
+
+
+def per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean squared error per image of two [N, ...] arrays, float64 [N]."""
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    return np.asarray((diff**2).reshape(len(a), -1).mean(axis=1))
+
+
+class KindAdapter:
+    """Defaults shared by every kind; subclasses set the class attributes and override what differs."""
+
+    kind: ClassVar[str]
+    graphs: ClassVar[tuple[str, ...]]
+    operations: ClassVar[tuple[str, ...]]
+    fully_convolutional: ClassVar[bool] = False
+    latent_input: ClassVar[str | None] = None  # the decode request's field
+    files: ClassVar[tuple[str, ...]] = ()  # extra artifact files (manifest "files") the kind needs
+
+    def image_feed(self, m: Manifest) -> np.ndarray:
+        return np.zeros((1, m.channels, m.height, m.width), np.float32)
+
+    def warmup_feeds(self, m: Manifest, graph: str) -> Feeds:
+        """A batch-1 input per graph at the manifest's size, run once before the service is ready."""
+        raise NotImplementedError
+
+    def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
+        """The continuous latent of one image of this size (no batch axis)."""
+        raise NotImplementedError
+
+    async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    async def from_latent(self, model: GraphRunner, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    async def reconstruct(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        return await self.from_latent(model, await self.to_latent(model, x))
+
+    async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
+        raise NotImplementedError
+
+    async def score(self, model: GraphRunner, x: np.ndarray, *, samples: int, seed: int) -> Score:
+        recon = await self.reconstruct(model, x)
+        return Score(per_image_mse(x, recon), "reconstruction MSE against the fitted input", "mse")
+
+
+class VAEAdapter(KindAdapter):
+    kind = "vae"
+    graphs = ("encoder", "decoder", "elbo")
+    operations = ("reconstruct", "encode", "decode", "interpolate", "sample", "traverse", "score")
+    latent_input = "latent"
+
+    def z_dim(self, m: Manifest) -> int:
+        return int(m.latent["shape"][0])
+
+    def warmup_feeds(self, m: Manifest, graph: str) -> Feeds:
+        z = np.zeros((1, self.z_dim(m)), np.float32)
+        return {
+            "encoder": {"image": self.image_feed(m)},
+            "decoder": {"latent": z},
+            "elbo": {"image": self.image_feed(m), "eps": z},
+        }[graph]
+
+    def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
+        return (self.z_dim(m),)
+
+    async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        return (await model.run("encoder", {"image": x}))["mean"]
+
+    async def from_latent(self, model: GraphRunner, z: np.ndarray) -> np.ndarray:
+        return (await model.run("decoder", {"latent": z.astype(np.float32)}))["image"]
+
+    async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
+        out = await model.run("encoder", {"image": x})
+        return {"mean": out["mean"], "logvar": out["logvar"]}
+
+    async def score(self, model: GraphRunner, x: np.ndarray, *, samples: int, seed: int) -> Score:
+        n, zdim = len(x), self.z_dim(manifest_of(model))
+        if samples == 0:
+            eps = np.zeros((n, zdim), np.float32)
+            bpd = (await model.run("elbo", {"image": x, "eps": eps}))["bits_per_dim"]
+            return Score(bpd.astype(np.float64), "negative ELBO with eps=0 (z = mean)", "bits/dim")
+        # All samples in one run: the batch holds `samples` copies of every image.
+        eps = np.random.default_rng(seed).standard_normal((samples * n, zdim)).astype(np.float32)
+        bpd = (await model.run("elbo", {"image": np.tile(x, (samples, 1, 1, 1)), "eps": eps}))["bits_per_dim"]
+        mean = bpd.astype(np.float64).reshape(samples, n).mean(axis=0)
+        return Score(mean, f"negative ELBO averaged over {samples} seeded samples (seed {seed})", "bits/dim")
+
+
+class BetaVAEAdapter(VAEAdapter):
+    kind = "beta_vae"
+
+
+class VQVAEAdapter(KindAdapter):
+    kind = "vqvae"
+    graphs = ("encoder", "decoder", "decoder_continuous")
+    operations = ("reconstruct", "encode", "decode", "interpolate", "tokens", "codebook", "score")
+    fully_convolutional = True
+    latent_input = "tokens"
+    files = ("codebook",)
+
+    def downsample(self, m: Manifest) -> int:
+        return int(m.latent.get("downsample") or m.spatial_multiple or 1)
+
+    def code_dim(self, m: Manifest) -> int:
+        return int(m.latent.get("code_dim") or m.latent["shape"][0])
+
+    def token_grid(self, m: Manifest, height: int, width: int) -> tuple[int, int]:
+        d = self.downsample(m)
+        return height // d, width // d
+
+    def warmup_feeds(self, m: Manifest, graph: str) -> Feeds:
+        h, w = self.token_grid(m, m.height, m.width)
+        return {
+            "encoder": {"image": self.image_feed(m)},
+            "decoder": {"tokens": np.zeros((1, h, w), np.int64)},
+            "decoder_continuous": {"z_e": np.zeros((1, self.code_dim(m), h, w), np.float32)},
+        }[graph]
+
+    def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
+        return (self.code_dim(m), *self.token_grid(m, height, width))
+
+    async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        return (await model.run("encoder", {"image": x}))["z_e"]
+
+    async def from_latent(self, model: GraphRunner, z: np.ndarray) -> np.ndarray:
+        return (await model.run("decoder_continuous", {"z_e": z.astype(np.float32)}))["image"]
+
+    async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
+        return {"tokens": (await model.run("encoder", {"image": x}))["tokens"]}
+
+    async def decode_tokens(self, model: GraphRunner, tokens: np.ndarray) -> np.ndarray:
+        return (await model.run("decoder", {"tokens": tokens.astype(np.int64)}))["image"]
+
+
+class MAEAdapter(KindAdapter):
+    kind = "mae"
+    graphs = ("reconstruct", "encoder")
+    operations = ("reconstruct", "encode", "inpaint", "score")
+    score_mask_ratio: ClassVar[float] = 0.75
+
+    def num_patches(self, m: Manifest) -> int:
+        return int(m.num_patches or (m.height // self.patch(m)) * (m.width // self.patch(m)))
+
+    def patch(self, m: Manifest) -> int:
+        if not m.patch_size:
+            raise ValueError("an MAE manifest needs patch_size")
+        return m.patch_size
+
+    def warmup_feeds(self, m: Manifest, graph: str) -> Feeds:
+        mask = np.zeros((1, self.num_patches(m)), np.float32)
+        return {
+            "reconstruct": {"image": self.image_feed(m), "mask": mask},
+            "encoder": {"image": self.image_feed(m)},
+        }[graph]
+
+    async def predict(self, model: GraphRunner, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The decoder's prediction of every patch, [N, C, H, W]; mask [N, L] (1 = removed)."""
+        return output(await model.run("reconstruct", {"image": x, "mask": mask.astype(np.float32)}), "image")
+
+    async def reconstruct(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        return await self.predict(
+            model, x, np.zeros((len(x), self.num_patches(manifest_of(model))), np.float32)
+        )
+
+    async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
+        return {"embedding": (await model.run("encoder", {"image": x}))["embedding"]}
+
+    async def score(self, model: GraphRunner, x: np.ndarray, *, samples: int, seed: int) -> Score:
+        if samples == 0:
+            return await super().score(model, x, samples=0, seed=seed)
+        m = manifest_of(model)
+        n, length, p = len(x), self.num_patches(m), self.patch(m)
+        masks = random_patch_masks(samples * n, length, self.score_mask_ratio, np.random.default_rng(seed))
+        tiled = np.tile(x, (samples, 1, 1, 1))
+        pred = await self.predict(model, tiled, masks)
+        pixel_mask = expand_patch_mask(masks, m.height, m.width, p)[:, None]  # [S*N, 1, H, W]
+        err = ((pred.astype(np.float64) - tiled) ** 2 * pixel_mask).reshape(samples * n, -1).sum(axis=1)
+        per_mask = err / (pixel_mask.reshape(samples * n, -1).sum(axis=1) * x.shape[1])
+        values = per_mask.reshape(samples, n).mean(axis=0)
+        method = (
+            f"masked-patch MSE averaged over {samples} seeded {self.score_mask_ratio:.0%} masks (seed {seed})"
+        )
+        return Score(values, method, "mse")
+
+
+ADAPTERS: dict[str, KindAdapter] = {
+    "vae": VAEAdapter(),
+    "beta_vae": BetaVAEAdapter(),
+    "vqvae": VQVAEAdapter(),
+    "mae": MAEAdapter(),
+}

@@ -1,0 +1,47 @@
+"""Structured logs: one JSON object per line, carrying the request id of the request being served."""
+
+import json
+import logging
+import sys
+import time
+from contextvars import ContextVar
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Fields a caller may attach with `extra=...` that the JSON line should carry.
+_EXTRA = ("method", "path", "status", "duration_ms", "model", "client")
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id.get(),
+        }
+        line |= {k: getattr(record, k) for k in _EXTRA if hasattr(record, k)}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        rid = request_id.get()
+        extra = " ".join(f"{k}={getattr(record, k)}" for k in _EXTRA if hasattr(record, k))
+        return f"{record.levelname:<7} {record.name} {record.getMessage()} {extra}" + (
+            f" rid={rid}" if rid else ""
+        )
+
+
+def configure(log_format: str, level: str) -> None:
+    """Send the `app` loggers to stderr in the chosen format (uvicorn keeps its own loggers)."""
+    logger = logging.getLogger("app")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    logger.handlers = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

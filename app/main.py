@@ -1,0 +1,182 @@
+"""The application: `create_app(settings)`; `app` for `uvicorn app.main:app`.
+
+Models load in the lifespan (never at import); with no configuration the bundled models in
+`<repo>/artifacts/` are served, and an empty or missing folder serves none.
+"""
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import logs, version
+from app.errors import ErrorBody, ServiceError, error_response
+from app.metrics import Metrics
+from app.registry import Registry
+from app.routes import infer, models, ops, v2
+from app.settings import Settings
+from app.uploads import BodyLimitMiddleware
+
+log = logging.getLogger("app.main")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+DESCRIPTION = """Image autoencoders (VAE, β-VAE, VQ-VAE, MAE) exported to ONNX and served with ONNX Runtime.
+
+* **/v1**: models and their operations (reconstruct, encode, decode, interpolate, inpaint, tokens,
+  codebook, sample, traverse, score). Images go as a multipart field or a raw image body.
+* **/v2**: the Open Inference Protocol (KServe / Triton REST) over the raw graphs, `<model>_<graph>`.
+* Errors: `{"error": {"code", "message", "field"}}` (v2: `{"error": "..."}`).
+* Auth: `Authorization: Bearer <key>` when `AESERVE_API_KEY` is set (health routes are open).
+"""
+
+
+class RequestContextMiddleware:
+    """X-Request-ID in and out, one access log line and the request metrics per HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            model = _model_label(scope)
+            self.metrics.observe_request(route, model, status, seconds)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "model": model,
+                },
+            )
+            logs.request_id.reset(token)
+
+
+def _model_label(scope: Scope) -> str:
+    """The model a request named, only when the registry knows it (bounded label values)."""
+    params = scope.get("path_params") or {}
+    registry = getattr(getattr(scope.get("app"), "state", None), "registry", None)
+    if registry is None:
+        return ""
+    if params.get("name") in registry.models:
+        return str(params["name"])
+    graph = registry.graphs.get(params.get("graph", ""))
+    return graph.model if graph is not None else ""
+
+
+def _field_of(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in one JSON shape (v1: {"error": {...}}, v2: {"error": "..."})."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+        body = ErrorBody("invalid_input", message, field)
+        if request.url.path.startswith("/v2"):
+            return JSONResponse(body.v2(), status_code=400)
+        return JSONResponse(body.v1(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 400: "bad_request"}
+        body = ErrorBody(codes.get(exc.status_code, "http_error"), str(exc.detail))
+        content = body.v2() if request.url.path.startswith("/v2") else body.v1()
+        return JSONResponse(content, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; models load when the lifespan starts (raising StartupError to refuse)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.configure(settings.log_format, settings.log_level)
+        Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow's own bomb guard, behind ours
+        registry = await asyncio.to_thread(Registry.load, settings)
+        for model in registry.models.values():
+            metrics.model_ready.labels(model.name).set(1 if model.ready else 0)
+            for g in model.graphs.values():
+                metrics.provider.labels(g.v2_name, g.provider).set(1)
+        registry.start(metrics)
+        app.state.registry = registry
+        log.info(
+            "ready: %d models (%s)",
+            len(registry.models),
+            ", ".join(f"{m.name}={'ready' if m.ready else 'unavailable'}" for m in registry.models.values()),
+        )
+        try:
+            yield
+        finally:
+            await registry.stop()
+
+    app = FastAPI(title="aeserve", version=version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in (models.router, infer.router, v2.health, v2.router, ops.health, ops.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-Image-Fit", "Retry-After"],
+        )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        respond=lambda scope, error: error_response(error, scope["path"]),
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""HTTP routers: v1 models and operations, the Open Inference Protocol v2, and operational routes."""

@@ -1,0 +1,642 @@
+"""The v1 operations on a model: POST /v1/models/{name}/<operation>.
+
+Each endpoint: resolve the model and check the operation (404 naming the supported ones), read and fit
+the images, run the kind's adapter (app/kinds.py) through the batchers, and answer in the requested
+format. Images come as multipart fields or as a raw body with an image content type.
+"""
+
+import base64
+import io
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app import imaging
+from app.deps import RegistryDep, SettingsDep, require_api_key
+from app.errors import InvalidInput
+from app.kinds import MAEAdapter, VAEAdapter, VQVAEAdapter
+from app.manifest import Manifest
+from app.operations import (
+    compose_inpaint,
+    interpolate,
+    mse_psnr,
+    patch_mask_from_pixels,
+    per_patch_mse,
+    random_patch_masks,
+    reparameterize,
+    sample_prior,
+    traverse,
+)
+from app.registry import Model
+from app.settings import Settings
+from app.uploads import Upload, read_upload
+
+router = APIRouter(prefix="/v1/models/{name}", tags=["operations"], dependencies=[Depends(require_api_key)])
+
+FitQuery = Annotated[
+    Literal["center-crop", "resize", "pad", "none"],
+    Query(
+        description="How an image of another size is fitted: center-crop (scale the short side, crop), "
+        "resize (stretch), pad (scale the long side, pad black), none (keep; VQ-VAE accepts "
+        "any size whose sides are multiples of its downsample factor). Reported in X-Image-Fit."
+    ),
+]
+SeedQuery = Annotated[int, Query(ge=0, le=2**63 - 1, description="Seed of numpy's default_rng.")]
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+_PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "A PNG image"}}
+
+
+def _body(
+    fields: dict[str, str],
+    *,
+    required: tuple[str, ...] = ("image",),
+    raw: bool = True,
+    json_schema: dict[str, Any] | None = None,
+    body_required: bool = True,
+) -> dict[str, Any]:
+    """OpenAPI request body for endpoints that parse their own uploads (multipart or raw image)."""
+    binary = {"type": "string", "format": "binary"}
+    props: dict[str, Any] = {}
+    for name, desc in fields.items():
+        props[name] = (
+            {"type": "array", "items": binary, "description": desc}
+            if name == "images"
+            else {**binary, "description": desc}
+        )
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "properties": props, "required": list(required)}}
+    }
+    if raw:
+        content |= {t: {"schema": binary} for t in _IMAGE_TYPES}
+    if json_schema:
+        content["application/json"] = {"schema": json_schema}
+    return {"requestBody": {"required": body_required, "content": content}}
+
+
+def _wants(request: Request, format: str | None, default: str) -> str:
+    if format:
+        return format
+    return "json" if "application/json" in request.headers.get("accept", "") else default
+
+
+def _b64png(image: np.ndarray) -> str:
+    return base64.b64encode(imaging.png_bytes(image)).decode()
+
+
+def _png(image: np.ndarray, fit: str | None = None) -> Response:
+    headers = {"X-Image-Fit": fit} if fit else None
+    return Response(imaging.png_bytes(image), media_type="image/png", headers=headers)
+
+
+def _npy(array: np.ndarray, headers: dict[str, str] | None = None) -> Response:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return Response(buf.getvalue(), media_type="application/x-npy", headers=headers)
+
+
+def _fit_header(fits: list[str]) -> dict[str, str]:
+    return {"X-Image-Fit": "; ".join(fits)} if fits else {}
+
+
+async def _fitted(
+    data: list[bytes], m: Manifest, model: Model, settings: Settings, fit: str, field: str
+) -> tuple[np.ndarray, list[imaging.Fitted]]:
+    """Decode and fit images to the model's input; [N, C, H, W] plus what was done to each."""
+    if not data:
+        raise InvalidInput(f"missing image field {field!r}", field=field)
+    multiple = None
+    if model.adapter is not None and model.adapter.fully_convolutional:
+        multiple = m.spatial_multiple or int(m.latent.get("downsample") or 1)
+    fitted = [
+        await run_in_threadpool(
+            imaging.load_fitted,
+            b,
+            height=m.height,
+            width=m.width,
+            channels=m.channels,
+            mode=fit,
+            max_pixels=settings.max_pixels,
+            multiple=multiple,
+            field=field,
+        )
+        for b in data
+    ]
+    if len({f.array.shape for f in fitted}) > 1:
+        raise InvalidInput(
+            "images kept at different sizes (fit=none); send one size per request", field=field
+        )
+    return np.stack([f.array for f in fitted]), fitted
+
+
+def _array(value: Any, field: str, dtype: type) -> np.ndarray:
+    """A JSON list as a finite array, or InvalidInput naming the field."""
+    if value is None:
+        raise InvalidInput(f"missing field {field!r}", field=field)
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"{field} must be a (nested) list of numbers of a regular shape", field=field
+        ) from exc
+    if a.size == 0:
+        raise InvalidInput(f"{field} is empty", field=field)
+    if not np.all(np.isfinite(a)):
+        raise InvalidInput(f"{field} contains NaN or infinite values", field=field)
+    if dtype is np.int64:
+        if not np.all(a == np.round(a)):
+            raise InvalidInput(f"{field} must hold integers", field=field)
+        return a.astype(np.int64)
+    return a.astype(np.float32)
+
+
+def _check_latent(z: np.ndarray, m: Manifest, model: Model, field: str) -> np.ndarray:
+    """A continuous latent of one image -> [1, ...]; its shape must be the kind's latent shape."""
+    adapter = model.adapter
+    if isinstance(adapter, VQVAEAdapter):
+        d = adapter.code_dim(m)
+        ok = z.ndim == 3 and z.shape[0] == d
+        expected = f"[{d}, h, w]"
+    else:
+        assert adapter is not None
+        shape = adapter.latent_shape(m, m.height, m.width)
+        ok = z.shape == shape
+        expected = str(list(shape))
+    if not ok:
+        raise InvalidInput(f"{field} has shape {list(z.shape)}; expected {expected}", field=field)
+    return z[None]
+
+
+def _check_tokens(tokens: np.ndarray, model: Model, field: str) -> np.ndarray:
+    """Token grid(s) [h, w] or [N, h, w] -> [N, h, w], every token in [0, K)."""
+    k = 0 if model.codebook is None else int(model.codebook.shape[0])
+    if tokens.ndim == 2:
+        tokens = tokens[None]
+    if tokens.ndim != 3:
+        raise InvalidInput(
+            f"{field} must be a grid [h, w] or grids [n, h, w]; got {tokens.ndim} axes", field=field
+        )
+    if tokens.min() < 0 or tokens.max() >= k:
+        raise InvalidInput(f"{field} holds tokens outside [0, {k})", field=field)
+    return tokens
+
+
+def _psnr(x: float) -> float | None:
+    return None if math.isinf(x) else x  # JSON has no infinity: identical images give null
+
+
+@router.post(
+    "/reconstruct",
+    summary="Reconstruct an image",
+    openapi_extra=_body({"image": "The image"}),
+    responses={
+        200: {
+            "content": {"image/png": {}, "application/json": {}},
+            "description": "PNG (default) or JSON with base64 PNG, MSE and PSNR",
+        }
+    },
+)
+async def reconstruct(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    format: Annotated[Literal["png", "json"] | None, Query(description="png, or json (also Accept)")] = None,
+) -> Response:
+    """Encode and decode one image. JSON adds MSE and PSNR (dB, peak 1) against the fitted input.
+    MAE reconstructs with no patch masked."""
+    model = registry.get(name)
+    m, adapter = model.require("reconstruct")
+    upload = await read_upload(request, max_images=settings.max_images)
+    x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+    recon = await adapter.reconstruct(model, x)
+    if _wants(request, format, "png") == "json":
+        mse, psnr = mse_psnr(x[0], recon[0])
+        return JSONResponse(
+            {"image": _b64png(recon[0]), "mse": mse, "psnr": _psnr(psnr), "fit": fitted[0].description},
+            headers=_fit_header([fitted[0].description]),
+        )
+    return _png(recon[0], fitted[0].description)
+
+
+@router.post(
+    "/encode",
+    summary="Encode an image to its latent",
+    openapi_extra=_body({"image": "The image"}),
+    responses={
+        200: {
+            "content": {"application/json": {}, "application/x-npy": {}},
+            "description": "JSON (default) or .npy of the main array",
+        }
+    },
+)
+async def encode(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    format: Annotated[
+        Literal["json", "npy"],
+        Query(
+            description="json, or npy: the main array "
+            "(VAE: the sample if requested, else the mean; VQ-VAE: tokens; MAE: embedding)"
+        ),
+    ] = "json",
+    sample: Annotated[bool, Query(description="VAE kinds: add z = mean + exp(logvar/2)*eps")] = False,
+    seed: SeedQuery = 0,
+) -> Response:
+    """VAE kinds: {"mean", "logvar"} (and "sample"); VQ-VAE: {"tokens": [[...]], "codebook_size"};
+    MAE: {"embedding"}."""
+    model = registry.get(name)
+    m, adapter = model.require("encode")
+    if sample and not isinstance(adapter, VAEAdapter):
+        raise InvalidInput(f"sample=true applies to the VAE kinds, not {m.kind}", field="sample")
+    upload = await read_upload(request, max_images=settings.max_images)
+    x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+    arrays = await adapter.encode(model, x)
+    if sample:
+        arrays["sample"] = reparameterize(arrays["mean"], arrays["logvar"], np.random.default_rng(seed))
+    headers = _fit_header([fitted[0].description])
+    if format == "npy":
+        main = "sample" if sample else next(iter(arrays))
+        return _npy(arrays[main][0], headers | {"X-Array": main})
+    body: dict[str, Any] = {k: v[0].tolist() for k, v in arrays.items()}
+    if model.codebook is not None:
+        body["codebook_size"] = int(model.codebook.shape[0])
+    if sample:
+        body["seed"] = seed
+    body["fit"] = fitted[0].description
+    return JSONResponse(body, headers=headers)
+
+
+_DECODE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "latent": {"type": "array", "items": {}, "description": "VAE kinds: [Z] or [N, Z]"},
+        "tokens": {"type": "array", "items": {}, "description": "VQ-VAE: [h, w] or [N, h, w] token ids"},
+    },
+}
+
+
+@router.post(
+    "/decode",
+    summary="Decode a latent or a token grid to an image",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _DECODE_SCHEMA}}}
+    },
+    responses=_PNG,
+)
+async def decode(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["png", "json"] | None, Query(description="png, or json (base64 PNGs)")] = None,
+) -> Response:
+    """VAE kinds: {"latent": [...]}; VQ-VAE: {"tokens": [[...]]}. Several latents give a PNG grid.
+    Wrong shapes, NaN/inf and out-of-range tokens -> 422 naming the field."""
+    model = registry.get(name)
+    m, adapter = model.require("decode")
+    upload = await read_upload(request, max_images=settings.max_images, allow_json=True)
+    if not isinstance(upload.json, dict):
+        raise InvalidInput("send a JSON object", field="body")
+    if isinstance(adapter, VQVAEAdapter):
+        tokens = _check_tokens(_array(upload.json.get("tokens"), "tokens", np.int64), model, "tokens")
+        images = await adapter.decode_tokens(model, tokens)
+    else:
+        z = _array(upload.json.get("latent"), "latent", np.float32)
+        zdim = adapter.latent_shape(m, m.height, m.width)[0]
+        given = list(z.shape)
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2 or z.shape[1] != zdim:
+            raise InvalidInput(
+                f"latent has shape {given}; expected [{zdim}] or [n, {zdim}]", field="latent"
+            )
+        images = await adapter.from_latent(model, z)
+    if len(images) > settings.max_images:
+        raise InvalidInput(f"{len(images)} latents; the limit is {settings.max_images}", field="latent")
+    if _wants(request, format, "png") == "json":
+        return JSONResponse({"images": [_b64png(i) for i in images]})
+    return _png(images[0] if len(images) == 1 else imaging.grid(images, math.ceil(math.sqrt(len(images)))))
+
+
+async def _endpoints(
+    upload: Upload, m: Manifest, model: Model, settings: Settings, fit: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The two continuous latents of an interpolation, from JSON latents or from two images."""
+    assert model.adapter is not None
+    if upload.json is not None:
+        if not isinstance(upload.json, dict):
+            raise InvalidInput("send a JSON object with start and end", field="body")
+        za = _check_latent(_array(upload.json.get("start"), "start", np.float32), m, model, "start")
+        zb = _check_latent(_array(upload.json.get("end"), "end", np.float32), m, model, "end")
+        if za.shape != zb.shape:
+            raise InvalidInput("start and end latents differ in shape", field="end")
+        return za[0], zb[0], []
+    x, fitted = await _fitted([upload.one("start"), upload.one("end")], m, model, settings, fit, "start")
+    z = await model.adapter.to_latent(model, x)
+    return z[0], z[1], [f.description for f in fitted]
+
+
+@router.post(
+    "/interpolate",
+    summary="Interpolate between two images or latents",
+    openapi_extra=_body(
+        {"start": "First image", "end": "Last image"},
+        required=("start", "end"),
+        raw=False,
+        json_schema={
+            "type": "object",
+            "properties": {"start": {"type": "array", "items": {}}, "end": {"type": "array", "items": {}}},
+        },
+    ),
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/gif": {}, "image/webp": {}, "application/json": {}},
+            "description": "A PNG strip, an animated GIF/WebP, or JSON frames",
+        }
+    },
+)
+async def interpolate_route(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    steps: Annotated[int, Query(ge=2, le=64, description="Frames, both ends included")] = 8,
+    method: Annotated[Literal["lerp", "slerp"], Query(description="Linear or spherical")] = "lerp",
+    format: Annotated[
+        Literal["png", "gif", "webp", "json"] | None,
+        Query(description="png strip, gif, webp (animated), json (base64 PNG frames)"),
+    ] = None,
+) -> Response:
+    """VAE kinds interpolate the encoder mean; VQ-VAE interpolates the continuous encoder output z_e and
+    runs decoder_continuous (quantize, decode) on each step."""
+    model = registry.get(name)
+    m, adapter = model.require("interpolate")
+    if steps > settings.max_steps:
+        raise InvalidInput(f"steps {steps} exceeds the limit {settings.max_steps}", field="steps")
+    upload = await read_upload(request, max_images=settings.max_images, allow_json=True)
+    za, zb, fits = await _endpoints(upload, m, model, settings, fit)
+    frames = await adapter.from_latent(model, interpolate(za, zb, steps, method))
+    headers = _fit_header(fits)
+    chosen = _wants(request, format, "png")
+    if chosen == "json":
+        return JSONResponse(
+            {"frames": [_b64png(f) for f in frames], "steps": steps, "method": method, "fit": fits},
+            headers=headers,
+        )
+    if chosen in ("gif", "webp"):
+        return Response(
+            imaging.animation_bytes(frames, chosen), media_type=f"image/{chosen}", headers=headers
+        )
+    return Response(imaging.png_bytes(imaging.grid(frames, steps)), media_type="image/png", headers=headers)
+
+
+@router.post(
+    "/inpaint",
+    summary="Fill masked patches (MAE)",
+    openapi_extra=_body({"image": "The image", "mask": "Optional PNG, white = missing"}, raw=True),
+    responses={
+        200: {
+            "content": {"image/png": {}, "application/json": {}},
+            "description": "PNG (default) or JSON with the patch mask and per-patch error",
+        }
+    },
+)
+async def inpaint(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    mask_ratio: Annotated[
+        float | None,
+        Query(gt=0, lt=1, description="Random patches to remove (when no mask field; default 0.75)"),
+    ] = None,
+    seed: SeedQuery = 0,
+    format: Annotated[Literal["png", "json"] | None, Query(description="png, or json")] = None,
+) -> Response:
+    """Visible pixels stay the original's; missing patches come from the reconstruct graph. A mask
+    image (same size as the image, white = missing) removes every patch it touches."""
+    model = registry.get(name)
+    m, adapter = model.require("inpaint")
+    assert isinstance(adapter, MAEAdapter)
+    upload = await read_upload(request, max_images=settings.max_images)
+    x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+    mask_bytes = upload.optional("mask")
+    p, length = adapter.patch(m), adapter.num_patches(m)
+    if mask_bytes is not None:
+        if mask_ratio is not None:
+            raise InvalidInput("send either a mask image or mask_ratio, not both", field="mask_ratio")
+        mask = await run_in_threadpool(
+            imaging.load_fitted,
+            mask_bytes,
+            height=m.height,
+            width=m.width,
+            channels=1,
+            mode=fit,
+            max_pixels=settings.max_pixels,
+            field="mask",
+        )
+        if mask.source_size != fitted[0].source_size:
+            raise InvalidInput(
+                f"mask is {mask.source_size}, image is {fitted[0].source_size}; sizes must match",
+                field="mask",
+            )
+        masks = patch_mask_from_pixels(mask.array[0] >= 0.5, p)[None]
+        source = "mask image"
+    else:
+        ratio = 0.75 if mask_ratio is None else mask_ratio
+        masks = random_patch_masks(1, length, ratio, np.random.default_rng(seed))
+        source = f"random patches, mask_ratio {ratio}, seed {seed}"
+    prediction = await adapter.predict(model, x, masks)
+    filled = compose_inpaint(x, prediction, masks, p)
+    if _wants(request, format, "png") == "json":
+        grid_shape = (m.height // p, m.width // p)
+        return JSONResponse(
+            {
+                "image": _b64png(filled[0]),
+                "mask": masks[0].reshape(grid_shape).astype(int).tolist(),
+                "patch_error": per_patch_mse(x, prediction, p)[0].reshape(grid_shape).tolist(),
+                "masked_patches": int(masks.sum()),
+                "mask_source": source,
+                "fit": fitted[0].description,
+            },
+            headers=_fit_header([fitted[0].description]),
+        )
+    return _png(filled[0], fitted[0].description)
+
+
+def _many(upload: Upload) -> list[bytes]:
+    return upload.images("images", required=False) + upload.images("image", required=False)
+
+
+@router.post(
+    "/tokens",
+    summary="Token grids of many images (VQ-VAE)",
+    openapi_extra=_body({"images": "Repeat the field for each image"}, required=("images",)),
+    responses={
+        200: {
+            "content": {"application/json": {}, "application/x-npy": {}},
+            "description": "JSON grids or one stacked int64 .npy [N, h, w]",
+        }
+    },
+)
+async def tokens(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    format: Annotated[Literal["json", "npy"], Query(description="json or npy (int64 [N, h, w])")] = "json",
+) -> Response:
+    """How to build a data set for a downstream generator: one token grid per uploaded image."""
+    model = registry.get(name)
+    m, adapter = model.require("tokens")
+    upload = await read_upload(request, max_images=settings.max_images, raw_field="images")
+    x, fitted = await _fitted(_many(upload), m, model, settings, fit, "images")
+    grids = (await adapter.encode(model, x))["tokens"]
+    fits = [f.description for f in fitted]
+    if format == "npy":
+        return _npy(grids.astype(np.int64), _fit_header(fits))
+    assert model.codebook is not None
+    return JSONResponse(
+        {
+            "tokens": grids.tolist(),
+            "shape": list(grids.shape),
+            "codebook_size": int(model.codebook.shape[0]),
+            "fit": fits,
+        },
+        headers=_fit_header(fits),
+    )
+
+
+@router.post("/sample", summary="Images from the prior (VAE kinds)", responses=_PNG)
+async def sample(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    n: Annotated[int, Query(ge=1, description="How many images")] = 16,
+    seed: SeedQuery = 0,
+    format: Annotated[Literal["png", "json"] | None, Query(description="png grid, or json")] = None,
+) -> Response:
+    """z ~ N(0, I) from numpy's default_rng(seed), decoded; the same seed gives the same images."""
+    model = registry.get(name)
+    m, adapter = model.require("sample")
+    if n > settings.max_samples:
+        raise InvalidInput(f"n {n} exceeds the limit {settings.max_samples}", field="n")
+    z = sample_prior(n, adapter.latent_shape(m, m.height, m.width)[0], np.random.default_rng(seed))
+    images = await adapter.from_latent(model, z)
+    if _wants(request, format, "png") == "json":
+        return JSONResponse({"images": [_b64png(i) for i in images], "latents": z.tolist(), "seed": seed})
+    return _png(imaging.grid(images, math.ceil(math.sqrt(n))))
+
+
+@router.post(
+    "/traverse",
+    summary="Sweep each latent dimension (VAE kinds)",
+    openapi_extra=_body(
+        {"image": "Optional: traverse around this image's code"}, required=(), body_required=False
+    ),
+    responses=_PNG,
+)
+async def traverse_route(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    low: Annotated[float, Query(ge=-100, le=100, description="First value of each dimension")] = -3.0,
+    high: Annotated[float, Query(ge=-100, le=100, description="Last value of each dimension")] = 3.0,
+    steps: Annotated[int, Query(ge=2, le=64, description="Values per dimension (grid columns)")] = 7,
+    dims: Annotated[str | None, Query(description="Comma-separated dimensions (default: all)")] = None,
+    format: Annotated[Literal["png", "json"] | None, Query(description="png grid, or json")] = None,
+) -> Response:
+    """One grid row per dimension, sweeping it from low to high around the image's mean code (or
+    around zero when no image is sent)."""
+    model = registry.get(name)
+    m, adapter = model.require("traverse")
+    if steps > settings.max_steps:
+        raise InvalidInput(f"steps {steps} exceeds the limit {settings.max_steps}", field="steps")
+    zdim = adapter.latent_shape(m, m.height, m.width)[0]
+    try:
+        chosen = list(range(zdim)) if dims is None else [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError as exc:
+        raise InvalidInput("dims must be comma-separated integers", field="dims") from exc
+    if not chosen or any(not 0 <= d < zdim for d in chosen):
+        raise InvalidInput(f"dims must lie in [0, {zdim})", field="dims")
+    upload = await read_upload(request, max_images=settings.max_images, allow_empty=True)
+    fits: list[str] = []
+    if upload.files:
+        x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+        z0 = (await adapter.to_latent(model, x))[0]
+        fits = [fitted[0].description]
+    else:
+        z0 = np.zeros(zdim, np.float32)
+    rows = traverse(z0, low, high, steps).reshape(zdim, steps, zdim)[chosen].reshape(-1, zdim)
+    images = await adapter.from_latent(model, rows)
+    if _wants(request, format, "png") == "json":
+        return JSONResponse(
+            {
+                "dims": chosen,
+                "values": np.linspace(low, high, steps).tolist(),
+                "images": [
+                    [_b64png(i) for i in images[r * steps : (r + 1) * steps]] for r in range(len(chosen))
+                ],
+                "fit": fits,
+            },
+            headers=_fit_header(fits),
+        )
+    response = _png(imaging.grid(images, steps))
+    response.headers.update(_fit_header(fits))
+    return response
+
+
+@router.post(
+    "/score",
+    summary="Per-image anomaly score",
+    openapi_extra=_body({"image": "One image; repeat the field (or use images) for several"}),
+    responses={200: {"description": "JSON scores with the method used"}},
+)
+async def score(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fit: FitQuery = "center-crop",
+    samples: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=64,
+            description="VAE kinds: 0 = one pass with eps=0 "
+            "(default), k = mean over k seeded samples. MAE: 0 = plain reconstruction MSE, k = mean "
+            "masked-patch MSE over k seeded 75% masks (default 4). VQ-VAE: ignored.",
+        ),
+    ] = None,
+    seed: SeedQuery = 0,
+) -> dict[str, Any]:
+    """Higher is more anomalous. VAE kinds: negative ELBO in bits/dim (elbo graph). VQ-VAE:
+    reconstruction MSE. MAE: masked-patch MSE (or reconstruction MSE with samples=0). The response
+    says which."""
+    model = registry.get(name)
+    m, adapter = model.require("score")
+    upload = await read_upload(request, max_images=settings.max_images)
+    x, fitted = await _fitted(_many(upload), m, model, settings, fit, "image")
+    k = samples if samples is not None else (4 if isinstance(adapter, MAEAdapter) else 0)
+    result = await adapter.score(model, x, samples=k, seed=seed)
+    return {
+        "scores": result.values.tolist(),
+        "method": result.method,
+        "unit": result.unit,
+        "fit": [f.description for f in fitted],
+    }

@@ -1,0 +1,66 @@
+"""Service settings: every knob is an `AESERVE_*` environment variable (pydantic-settings)."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The bundled default models (docs/ARTIFACT.md): `<repo>/artifacts/<name>/`.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process. `Settings()` reads `AESERVE_*` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AESERVE_", extra="ignore")
+
+    # Models
+    model_dir: Path = Field(
+        default=DEFAULT_MODEL_DIR, description="Folder of artifact folders (<name>/manifest.json)."
+    )
+    providers: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto",
+        description="auto: CUDA when it really loads, else CPU; cuda: refuse to start without it.",
+    )
+    strict_startup: bool = Field(default=False, description="Fail start-up when any model cannot load.")
+    warmup: bool = Field(default=True, description="Run every graph once before reporting ready.")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="CPU threads per session; 0 = cores / workers."
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Server worker processes sharing the cores (thread sizing)."
+    )
+
+    # Dynamic batching, per graph
+    max_batch_size: int = Field(default=32, ge=1, description="Most items one batched run holds.")
+    max_delay_ms: float = Field(default=5.0, ge=0, description="Longest wait for a batch to fill, in ms.")
+    max_queue: int = Field(default=256, ge=1, description="Most requests waiting per graph; more -> 429.")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 429.")
+
+    # Request limits
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest request body in bytes.")
+    max_pixels: int = Field(default=4096 * 4096, ge=1, description="Largest decoded image, width*height.")
+    max_images: int = Field(default=64, ge=1, description="Most images in one request.")
+    max_steps: int = Field(default=64, ge=2, description="Most interpolation/traversal steps.")
+    max_samples: int = Field(
+        default=64, ge=1, description="Most images from the prior in one sample request."
+    )
+
+    # Access and operations
+    api_key: SecretStr | None = Field(
+        default=None, description="Bearer key required on all but health routes."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allowed CORS origins (comma-separated); empty = CORS off."
+    )
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    git_revision: str | None = Field(default=None, description="Set at image build; else `git rev-parse`.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value

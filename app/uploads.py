@@ -1,0 +1,138 @@
+"""Reading request bodies: the body-size cap (an ASGI middleware) and image uploads sent either as
+multipart fields or as a raw body with an image content type."""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from app.imaging import IMAGE_CONTENT_TYPES
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `limit` bytes with 413: at once from Content-Length, else while streaming
+    (the app's own response is replaced once the cap is crossed)."""
+
+    def __init__(self, app: ASGIApp, limit: int, respond: Callable[[Scope, ServiceError], Any]) -> None:
+        self.app = app
+        self.limit = limit
+        self.respond = respond  # (scope, error) -> ASGI response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = PayloadTooLarge(f"request body exceeds {self.limit} bytes", field="body")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self.respond(scope, error)(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def capped_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise error
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # our 413 goes out instead of whatever the app made of the exception
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self.respond(scope, error)(scope, receive, send)
+
+
+@dataclass
+class Upload:
+    """A parsed request: image files by field name, plain form fields, or a JSON document."""
+
+    files: dict[str, list[bytes]] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+
+    def images(self, name: str, *, required: bool = True) -> list[bytes]:
+        found = self.files.get(name, [])
+        if required and not found:
+            raise InvalidInput(f"missing image field {name!r}", field=name)
+        return found
+
+    def optional(self, name: str) -> bytes | None:
+        """The single image of a field, or None when absent."""
+        found = self.images(name, required=False)
+        if len(found) > 1:
+            raise InvalidInput(f"field {name!r} holds {len(found)} images; send one", field=name)
+        return found[0] if found else None
+
+    def one(self, name: str) -> bytes:
+        """The single image of a required field."""
+        found = self.optional(name)
+        if found is None:
+            raise InvalidInput(f"missing image field {name!r}", field=name)
+        return found
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_upload(
+    request: Request,
+    *,
+    max_images: int,
+    raw_field: str = "image",
+    allow_json: bool = False,
+    allow_empty: bool = False,
+) -> Upload:
+    """Parse multipart/form-data, a raw image body (stored under `raw_field`) or, where allowed, JSON."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        try:
+            form = await request.form(max_files=max_images + 1, max_fields=64, max_part_size=1 << 20)
+        except HTTPException as exc:  # starlette's multipart errors
+            raise InvalidInput(f"malformed multipart body: {exc.detail}", field="body") from exc
+        upload = Upload()
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                upload.files.setdefault(key, []).append(await value.read())
+            else:
+                upload.fields[key] = value
+        count = sum(len(v) for v in upload.files.values())
+        if count > max_images:
+            raise InvalidInput(f"{count} images in one request; the limit is {max_images}", field="images")
+        return upload
+    if media in IMAGE_CONTENT_TYPES:
+        return Upload(files={raw_field: [await request.body()]})
+    if allow_json and (media == "application/json" or media.endswith("+json")):
+        try:
+            return Upload(json=json.loads(await request.body()))
+        except ValueError as exc:
+            raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
+    if allow_empty and not await request.body():
+        return Upload()
+    accepted = "multipart/form-data, " + ", ".join(sorted(IMAGE_CONTENT_TYPES))
+    if allow_json:
+        accepted += ", application/json"
+    raise UnsupportedMediaType(
+        f"content type {media or 'none'!r} is not accepted; send {accepted}", field="body"
+    )
