@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from torch import nn
-
 from models.mae import MAE, MAEConfig
 from models.mae import PRESETS as _MAE_PRESETS
 from models.vae import PRESETS as _VAE_PRESETS
@@ -22,6 +20,7 @@ KINDS = ("vae", "beta_vae", "vqvae", "mae")
 PRESET_NAMES = ("tiny", "default", "large")
 
 ModelConfig = VAEConfig | VQVAEConfig | MAEConfig
+Autoencoder = VAE | VQVAE | MAE  # every one has kind, config and loss(x, *, generator, step)
 
 _CONFIGS: dict[str, type[ModelConfig]] = {
     "vae": VAEConfig,
@@ -29,7 +28,7 @@ _CONFIGS: dict[str, type[ModelConfig]] = {
     "vqvae": VQVAEConfig,
     "mae": MAEConfig,
 }
-_MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "beta_vae": VAE, "vqvae": VQVAE, "mae": MAE}
+_MODELS: dict[str, type[Autoencoder]] = {"vae": VAE, "beta_vae": VAE, "vqvae": VQVAE, "mae": MAE}
 _PRESETS: dict[str, dict[str, dict[str, Any]]] = {**_VAE_PRESETS, **_VQ_PRESETS, **_MAE_PRESETS}
 
 __all__ = [
@@ -42,6 +41,7 @@ __all__ = [
     "VQVAE",
     "VQVAEConfig",
     "ModelConfig",
+    "Autoencoder",
     "build_model",
     "config_from_dict",
     "make_config",
@@ -76,7 +76,7 @@ def make_config(kind: str, preset: str = "default", **overrides: Any) -> ModelCo
     return config_from_dict(kind, {**_PRESETS[kind][preset], **overrides})
 
 
-def build_model(kind: str, config: ModelConfig) -> nn.Module:
+def build_model(kind: str, config: ModelConfig) -> Autoencoder:
     """A freshly initialised model of `kind` from its config (the config's class must match the kind)."""
     _check_kind(kind)
     if not isinstance(config, _CONFIGS[kind]) or getattr(config, "kind", kind) != kind:
@@ -84,4 +84,4 @@ def build_model(kind: str, config: ModelConfig) -> nn.Module:
             f"config {type(config).__name__}(kind={getattr(config, 'kind', None)!r}) "
             f"does not build a {kind!r} model"
         )
-    return _MODELS[kind](config)
+    return _MODELS[kind](config)  # type: ignore[arg-type]  # the isinstance check above pairs them

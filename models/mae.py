@@ -120,6 +120,8 @@ class MAE(nn.Module):
     """ViT encoder on visible patches + light ViT decoder that predicts the pixels of every patch."""
 
     kind = "mae"
+    pos_embed: Tensor  # [L, E] fixed sin-cos positions of the encoder
+    decoder_pos_embed: Tensor  # [L, Ed] fixed sin-cos positions of the decoder
 
     def __init__(self, config: MAEConfig) -> None:
         super().__init__()

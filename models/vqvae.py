@@ -90,6 +90,11 @@ def _sample_rows(flat: Tensor, n: int, generator: torch.Generator | None) -> Ten
 class VectorQuantizer(nn.Module):
     """Nearest-code lookup in a codebook [K, D] kept by exponential moving averages (no gradient)."""
 
+    embed: Tensor  # [K, D] the code vectors
+    ema_count: Tensor  # [K] EMA of how many vectors each code got per batch
+    ema_sum: Tensor  # [K, D] EMA of the sum of those vectors
+    initialized: Tensor  # bool scalar; saved, so a loaded model never re-runs k-means
+
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
         self.config = config

@@ -30,10 +30,15 @@ def test_presets_build_a_model_that_reports_its_kind(kind: str, preset: str) -> 
 
 
 def test_beta_defaults() -> None:
-    assert models.make_config("vae").beta == 1.0
-    assert models.make_config("beta_vae").beta == 4.0
-    assert models.make_config("beta_vae", "tiny").beta == 4.0
-    assert models.make_config("vae", "default", beta=2.5).beta == 2.5
+    def beta(kind: str, preset: str = "default", **overrides: float) -> float:
+        config = models.make_config(kind, preset, **overrides)
+        assert isinstance(config, models.VAEConfig)
+        return config.beta
+
+    assert beta("vae") == 1.0
+    assert beta("beta_vae") == 4.0
+    assert beta("beta_vae", "tiny") == 4.0
+    assert beta("vae", beta=2.5) == 2.5
 
 
 @pytest.mark.parametrize("kind", models.KINDS)

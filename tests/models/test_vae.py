@@ -100,7 +100,7 @@ def test_capacity_annealing_targets_a_rising_kl() -> None:
 def test_beta_vae_kind_and_gaussian_sigma_is_learned() -> None:
     config = models.make_config("beta_vae", "tiny", likelihood="gaussian")
     model = models.build_model("beta_vae", config)
-    assert model.kind == "beta_vae"
+    assert isinstance(model, VAE) and model.kind == "beta_vae"
     loss, logs = model.loss(torch.rand(2, 1, 32, 32), generator=torch.Generator().manual_seed(0), step=0)
     loss.backward()
     assert "sigma" in logs
