@@ -7,6 +7,7 @@ the start of each forward, so the codebook every rank quantizes with is rank 0's
 that broadcast once more after the last step, so the replicas end bit-identical.
 """
 
+import inspect
 import math
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from training.errors import UserError
@@ -67,6 +69,19 @@ def setup(device_name: str) -> tuple[World, torch.device]:
 def teardown(world: World) -> None:
     if world.distributed and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: bool) -> nn.Module:
+    """DistributedDataParallel over `module`, broadcasting rank 0's buffers before every forward."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    # torch >= 2.13 renames broadcast_buffers to forward_sync_buffers (same behaviour); older builds lack it.
+    sync = {"forward_sync_buffers": True} if "forward_sync_buffers" in params else {"broadcast_buffers": True}
+    return DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+        **sync,
+    )
 
 
 def sync_buffers(module: nn.Module, world: World) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -134,12 +133,8 @@ class _Run:
         )
         self.net: nn.Module = _LossModule(self.model)
         if world.distributed:
-            self.net = DistributedDataParallel(
-                self.net,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=True,
-                find_unused_parameters=self._has_unused_parameters(),
-            )
+            unused = self._has_unused_parameters()
+            self.net = distributed.wrap(self.net, device, find_unused_parameters=unused)
         self.generator = torch.Generator(device=device)
 
     # --- setup ---------------------------------------------------------------------------------------------
