@@ -1,0 +1,186 @@
+"""`python -m training evaluate` on tiny real models: artifacts (ONNX Runtime) and checkpoints (torch)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import evaluate as ev
+from training.__main__ import main as cli
+from training.backends import OnnxBackend, TorchBackend
+
+SMALL = ["--n", "24", "--mig-n", "300", "--probe-n", "120", "--batch-size", "16"]
+ALWAYS = {"psnr", "ssim"}
+EXPECTED_KEYS = {
+    "vae": ALWAYS | {"elbo_bits_per_dim"},  # trained on photos: no MIG
+    "beta_vae": ALWAYS | {"elbo_bits_per_dim", "mig"},  # trained on shapes
+    "vqvae": ALWAYS | {"codebook_usage", "perplexity"},
+    "mae": ALWAYS | {"masked_psnr", "mean_fill_masked_psnr", "telea_masked_psnr", "linear_probe_acc",
+                     "linear_probe_acc_random_init"},
+}  # fmt: skip
+EXPECTED_PNGS = {
+    "vae": {"reconstructions.png", "traversals.png", "interpolations.png"},
+    "beta_vae": {"reconstructions.png", "traversals.png", "interpolations.png"},
+    "vqvae": {"reconstructions.png", "interpolations.png", "codec.png"},
+    "mae": {"inpainting.png", "linear_probe.png"},
+}
+
+
+def _copy(tiny_artifacts: Path, kind: str, tmp_path: Path) -> Path:
+    # the session's artifacts are shared; evaluate writes into its artifact, so work on a copy
+    return Path(shutil.copytree(tiny_artifacts / kind, tmp_path / kind))
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli(["evaluate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("kind", ["vae", "beta_vae", "vqvae", "mae"])
+def test_evaluate_artifact_writes_metrics_card_and_report(
+    kind: str, tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = _copy(tiny_artifacts, kind, tmp_path)
+    graphs_before = json.loads((art / "manifest.json").read_text())["graphs"]
+    code, out, _ = _run(["--artifact", str(art), *SMALL], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["data"]["split"] == "val" and result["data"]["n_images"] == 24
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert set(manifest["metrics"]) == EXPECTED_KEYS[kind]
+    assert manifest["graphs"] == graphs_before  # nothing but the metrics changed
+    assert all(np.isfinite(v) for v in manifest["metrics"].values())
+    assert manifest["metrics"]["psnr"] == pytest.approx(result["metrics"]["psnr"], abs=1e-5)
+    assert 0.0 <= manifest["metrics"]["ssim"] <= 1.0
+    pngs = {p.name for p in (art / "report").glob("*.png")}
+    assert pngs == EXPECTED_PNGS[kind]
+    assert all((art / "report" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    card = (art / "README.md").read_text()
+    assert card.count("## Figures") == 1 and "report/" in card and "| psnr |" in card
+    OnnxBackend(art)  # graphs still match their sha256 after the edit
+
+
+def test_metric_values_are_plausible_for_their_kind(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {}
+    for kind in ("beta_vae", "vqvae", "mae"):
+        backend = OnnxBackend(tiny_artifacts / kind)
+        data = ev.held_out(backend.info.data or "", backend, 24, 0)
+        results[kind] = ev.evaluate(backend, data, ev.Settings(n=24, mig_n=300, probe_n=120), None)
+    assert 0.0 <= results["beta_vae"].metrics["mig"] <= 1.0
+    assert results["beta_vae"].details["mig_n"] == 300
+    vq = results["vqvae"]
+    assert 0.0 < vq.metrics["codebook_usage"] <= 1.0
+    assert 1.0 <= vq.metrics["perplexity"] <= 16  # tiny preset: K = 16
+    for photo in vq.details["codec"]["photographs"]:
+        assert photo["jpeg_bytes"] <= photo["budget_bytes"] and photo["webp_bytes"] <= photo["budget_bytes"]
+        h, w = photo["tokens"]
+        assert photo["budget_bytes"] == pytest.approx(h * w * np.log2(16) / 8)
+    mae = results["mae"]
+    assert 0.0 <= mae.metrics["linear_probe_acc"] <= 1.0
+    assert mae.details["linear_probe"] == {**mae.details["linear_probe"], "fit": 90, "test": 30}
+
+
+def test_rerun_replaces_the_figures_section(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = _copy(tiny_artifacts, "vae", tmp_path)
+    for seed in ("0", "1"):
+        assert _run(["--artifact", str(art), *SMALL, "--seed", seed], capsys)[0] == 0
+    card = (art / "README.md").read_text()
+    assert card.count("## Figures") == 1 and "--seed 1" in card and "--seed 0" not in card
+    assert card.index("## How it was made") < card.index("## Figures")
+
+
+def test_figures_section_is_appended_when_absent_and_keeps_later_sections() -> None:
+    assert ev.replace_figures_section("# m\n", "## Figures\n\nnew\n") == "# m\n\n## Figures\n\nnew\n"
+    card = "# m\n\n## Figures\n\nold\n\n## Licence\n\nMIT\n"
+    assert (
+        ev.replace_figures_section(card, "## Figures\n\nnew\n")
+        == "# m\n\n## Figures\n\nnew\n\n## Licence\n\nMIT\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["vae", "beta_vae", "vqvae", "mae"])
+def test_checkpoint_and_its_export_agree(
+    kind: str, tiny_checkpoints: dict[str, Path], tiny_artifacts: Path
+) -> None:
+    settings = ev.Settings(n=16, mig_n=200, probe_n=64, batch_size=8)
+    torch_b = TorchBackend.from_checkpoint(tiny_checkpoints[kind])
+    onnx_b = OnnxBackend(tiny_artifacts / kind)
+    assert torch_b.info.data == onnx_b.info.data
+    data = ev.held_out(onnx_b.info.data or "", onnx_b, settings.n, settings.seed)
+    a = ev.evaluate(torch_b, data, settings, None).metrics
+    b = ev.evaluate(onnx_b, data, settings, None).metrics
+    assert set(a) == set(b)
+    assert a["psnr"] == pytest.approx(b["psnr"], abs=0.01)
+    for key in set(a) - {"psnr", "linear_probe_acc", "linear_probe_acc_random_init", "mig"}:
+        assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
+
+
+def test_evaluate_checkpoint_from_the_cli(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run([str(tiny_checkpoints["vae"]), *SMALL, "--report", str(tmp_path / "r")], capsys)
+    assert code == 0 and "[evaluate]" in err
+    result = json.loads(out)
+    assert result["model"]["source"].startswith("checkpoint")
+    assert {"kl_bits_per_dim", "recon_bits_per_dim"} <= set(result["details"])  # torch splits the ELBO
+    d = result["details"]
+    assert d["kl_bits_per_dim"] + d["recon_bits_per_dim"] == pytest.approx(
+        result["metrics"]["elbo_bits_per_dim"]
+    )
+    assert (tmp_path / "r" / "reconstructions.png").is_file()
+
+
+def test_compare_writes_side_by_side_grid_and_sharpness(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arts = [str(tiny_artifacts / "vae"), str(tiny_artifacts / "vqvae")]
+    code, out, _ = _run(["--compare", *arts, "--n", "12", "--report", str(tmp_path / "cmp")], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert [m["model"] for m in result["models"]] == ["vae", "vqvae"]
+    assert all(m["sharpness_ratio"] > 0 for m in result["models"])
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"compare.png", "sharpness.png"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["/no/such/checkpoint"],
+        ["--artifact", "/no/such/artifact"],
+        ["--n", "0", "--artifact", "x"],
+        ["--bogus"],
+        ["--compare", "only_one"],
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_rejects_a_folder_that_is_not_an_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    code, _, err = _run(["--artifact", str(tmp_path)], capsys)
+    assert code == 2 and "format_version" in err and err.count("\n") == 1
+    code, _, err = _run([str(tmp_path / "nothing_here")], capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_cli_rejects_a_tampered_graph(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = _copy(tiny_artifacts, "vae", tmp_path)
+    with (art / "decoder.onnx").open("ab") as f:
+        f.write(b"\0")
+    code, _, err = _run(["--artifact", str(art), *SMALL], capsys)
+    assert code == 2 and "sha256" in err

@@ -1,0 +1,122 @@
+"""Figures for the evaluation report: image grids and plots, written as PNG with matplotlib (Agg, no display).
+
+Images are float `[N, C, H, W]` in `[0, 1]` as everywhere in evaluation. A grid is drawn as one mosaic
+(one `imshow`), which stays fast for a hundred tiles, with row and column labels as axis ticks.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, never a window (the machines have no display)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_PAD = 2  # pixels of white between tiles
+
+
+def mosaic(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Tile rows of images (each `[K, C, H, W]`, same H, W, C; K may differ) into one `[Ht, Wt, 3]` array."""
+    if not rows:
+        raise ValueError("mosaic needs at least one row")
+    c, h, w = rows[0].shape[1:]
+    cols = max(len(r) for r in rows)
+    out = np.ones(((h + _PAD) * len(rows) + _PAD, (w + _PAD) * cols + _PAD, 3), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            tile = np.moveaxis(np.clip(img, 0.0, 1.0), 0, -1)
+            y, x = _PAD + i * (h + _PAD), _PAD + j * (w + _PAD)
+            out[y : y + h, x : x + w] = tile if c == 3 else np.repeat(tile, 3, axis=-1)
+    return out
+
+
+def save_grid(
+    path: Path,
+    rows: Sequence[np.ndarray],
+    *,
+    title: str,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    scale: float = 1.0,
+) -> Path:
+    """Write a labelled image grid to `path` (PNG). rows: each `[K, C, H, W]`. Returns `path`."""
+    image = mosaic(rows)
+    h, w = rows[0].shape[2:]
+    dpi = 100
+    zoom = 2.0 * scale / dpi  # inches per mosaic pixel: tiles shown at twice their size
+    size = (max(4.0, image.shape[1] * zoom + 1.5), max(2.0, image.shape[0] * zoom + 1.0))
+    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(textwrap.fill(title, max(30, int(size[0] * 14))), fontsize=9)  # ~14 chars per inch
+    n_rows = len(rows)
+    ax.set_yticks([_PAD + i * (h + _PAD) + h / 2 for i in range(n_rows)], list(row_labels or [""] * n_rows))
+    cols = max(len(r) for r in rows)
+    ax.set_xticks([_PAD + j * (w + _PAD) + w / 2 for j in range(cols)], list(col_labels or [""] * cols))
+    ax.tick_params(labelsize=7, length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return _save(fig, path)
+
+
+def save_bars(
+    path: Path,
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> Path:
+    """A bar chart with the value written on each bar and an optional horizontal reference line."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) + 1.5), 3.2), dpi=100)
+    bars = ax.bar(list(labels), list(values), color="#4c72b0")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="#c44e52", linestyle="--", linewidth=1, label=reference_label)
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(labelsize=8)
+    return _save(fig, path)
+
+
+def save_tradeoff(
+    path: Path,
+    x: Sequence[float],
+    left: Sequence[float],
+    right: Sequence[float],
+    *,
+    xlabel: str,
+    left_label: str,
+    right_label: str,
+    title: str,
+    log_x: bool = True,
+) -> Path:
+    """Two series against one x axis, with two y axes (e.g. MIG and reconstruction against beta)."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+    ax.plot(x, left, "o-", color="#4c72b0", label=left_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(left_label, color="#4c72b0")
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    twin = ax.twinx()
+    twin.plot(x, right, "s--", color="#c44e52", label=right_label)
+    twin.set_ylabel(right_label, color="#c44e52")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)  # figures are kept alive by pyplot otherwise: a sweep would leak one per plot
+    return path
