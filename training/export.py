@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -45,6 +46,7 @@ MIN_TOKEN_AGREEMENT = 0.999  # fraction of int64 outputs (VQ tokens) that must a
 # pick either code), far below the gap between distinct codes.
 TIE_RTOL = 1e-5
 _NP_DTYPE = {"float32": np.float32, "int64": np.int64}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -380,7 +382,7 @@ def parity_table(rows: Sequence[ParityRow]) -> str:
         for b in batches:
             mine = [r for r in rows if (r.graph, r.output, r.batch) == (graph, output, b)]
             if mine[0].agreement is not None:
-                cells.append(f"{min(r.agreement or 0.0 for r in mine):>11.2%}=")
+                cells.append(f"{min(r.agreement or 0.0 for r in mine):>8.2%} tok")
             else:
                 cells.append(f"{max(r.max_abs_error or 0.0 for r in mine):>12.2e}")
         lines.append(f"{graph:<20} {output:<14} " + " ".join(cells))
@@ -417,6 +419,8 @@ def export_artifact(
     out_dir = Path(out_dir)
     _check_target(out_dir)
     name = name or out_dir.name
+    if not _NAME.fullmatch(name):
+        raise UserError(f"artifact name {name!r} must be letters, digits, '_', '-' or '.' (it names models)")
     model, state = load_model(ckpt)
     model = model.float().cpu()
     spec = kind_export(model)
@@ -433,8 +437,9 @@ def export_artifact(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(manifest, state, ckpt, export_command))
     if log is not None:
-        table = parity_table(rows)
-        log(f"parity (ONNX Runtime CPU vs torch; max abs error, or % tokens equal or tied):\n{table}")
+        sizes = ", ".join(f"{h}x{w}" for h, w in spec.parity_sizes)
+        log(f"parity, ONNX Runtime (CPU) vs torch at {sizes}: max abs error, or % of tokens equal or tied")
+        log(parity_table(rows))
         log(f"wrote {out_dir} ({model.kind}, {len(spec.graphs)} graphs)")
     return out_dir
 

@@ -269,9 +269,13 @@ def test_zero_tolerance_is_a_parameter_that_can_fail(tiny_checkpoints, tmp_path)
 def test_reexport_replaces_an_artifact_but_not_another_folder(tiny_checkpoints, tmp_path, capsys):
     out = tmp_path / "art"
     export_artifact(tiny_checkpoints["beta_vae"], out, "first")
-    assert "parity (ONNX Runtime CPU vs torch" in capsys.readouterr().out
+    assert "parity, ONNX Runtime (CPU) vs torch at 32x32" in capsys.readouterr().out
+    first = _manifest(out)
     export_artifact(tiny_checkpoints["beta_vae"], out, "second", log=None)
-    assert _manifest(out)["name"] == "second"
+    second = _manifest(out)
+    assert second["name"] == "second"
+    for graph in first["graphs"]:  # the export is deterministic: same checkpoint, same bytes
+        assert first["graphs"][graph]["sha256"] == second["graphs"][graph]["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -288,7 +292,7 @@ def test_cli_exports_a_run_folder(tiny_checkpoints, tmp_path, capsys):
     manifest = _manifest(tmp_path / "m")
     assert manifest["name"] == "mae_small" and manifest["kind"] == "mae"
     out = capsys.readouterr().out
-    assert "reconstruct" in out and "batch 8" in out
+    assert "reconstruct          reconstruction" in out and "batch 8" in out
     assert f"--out {tmp_path / 'm'}" in (tmp_path / "m" / "README.md").read_text()
 
 
@@ -299,6 +303,7 @@ def test_cli_exports_a_run_folder(tiny_checkpoints, tmp_path, capsys):
         (["{tmp}", "--out", "{tmp}/a"], "no checkpoint at"),  # a folder, but not a checkpoint
         (["{ckpt}"], "give --out DIR and/or --triton DIR"),
         (["{ckpt}", "--out", "{tmp}/a", "--bogus"], "unrecognized arguments"),
+        (["{ckpt}", "--out", "{tmp}/a", "--name", "a/b"], "artifact name 'a/b' must be"),
         (["--from-artifact", "{tmp}", "--triton", "{tmp}/t"], "not an artifact folder"),
     ],
 )
