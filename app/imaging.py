@@ -39,7 +39,9 @@ def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))  # header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadTooLarge(f"{field}: {exc}", field=field) from exc
+        raise PayloadTooLarge(
+            f"{field} exceeds the pixel limit of {max_pixels} ({exc})", field=field
+        ) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidInput(f"{field} is not a decodable image", field=field) from exc
     if opened.format not in FORMATS:
@@ -50,7 +52,8 @@ def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image
     width, height = opened.size
     if width * height > max_pixels:
         raise PayloadTooLarge(
-            f"{field} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", field=field
+            f"{field} is {width}x{height} = {width * height} pixels, over the pixel limit of {max_pixels}",
+            field=field,
         )
     try:
         img: Image.Image = opened

@@ -316,9 +316,7 @@ async def decode(
         if z.ndim == 1:
             z = z[None]
         if z.ndim != 2 or z.shape[1] != zdim:
-            raise InvalidInput(
-                f"latent has shape {given}; expected [{zdim}] or [n, {zdim}]", field="latent"
-            )
+            raise InvalidInput(f"latent has shape {given}; expected [{zdim}] or [n, {zdim}]", field="latent")
         images = await adapter.from_latent(model, z)
     if len(images) > settings.max_images:
         raise InvalidInput(f"{len(images)} latents; the limit is {settings.max_images}", field="latent")

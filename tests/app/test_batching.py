@@ -1,0 +1,117 @@
+"""The dynamic batcher on its own: coalescing, shape groups, admission, failures, cancellation."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from app.batching import Batcher, Feeds
+from app.errors import InferenceFailed, Overloaded
+
+
+def double(feeds: Feeds) -> Feeds:
+    """The backend: y = 2x, row by row (so a wrong slice shows)."""
+    return {"y": feeds["x"] * 2}
+
+
+def make(run=double, **kw: object) -> Batcher:  # type: ignore[no-untyped-def]
+    opts: dict[str, object] = {"executor": None, "max_batch_size": 8, "max_delay_s": 0.05, "max_queue": 16}
+    opts.update(kw)
+    return Batcher("test", run, **opts)  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_coalesce_and_get_their_own_rows() -> None:
+    async def main() -> None:
+        b = make()
+        b.start()
+        xs = [np.full((1 + i % 2, 3), i, np.float32) for i in range(6)]  # 9 items in all
+        outs = await asyncio.gather(*(b.submit({"x": x}) for x in xs))
+        await b.close()
+        for x, out in zip(xs, outs, strict=True):
+            np.testing.assert_array_equal(out["y"], x * 2)
+        assert b.stats.requests == 6
+        assert b.stats.items == 9
+        # oldest first up to max_batch_size (1+2+1+2+1 = 7; the last 2 would pass 8), then the rest
+        assert b.stats.batch_sizes == {7: 1, 2: 1}
+
+    asyncio.run(main())
+
+
+def test_different_shapes_are_never_mixed() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def record(feeds: Feeds) -> Feeds:
+        seen.append(feeds["x"].shape)
+        return double(feeds)
+
+    async def main() -> None:
+        b = make(record)
+        b.start()
+        a, c = np.ones((1, 3), np.float32), np.ones((1, 5), np.float32)
+        outs = await asyncio.gather(b.submit({"x": a}), b.submit({"x": c}), b.submit({"x": a}))
+        await b.close()
+        assert [o["y"].shape for o in outs] == [(1, 3), (1, 5), (1, 3)]
+
+    asyncio.run(main())
+    assert sorted(seen) == [(1, 5), (2, 3)]
+
+
+def test_full_queue_is_refused_with_overloaded() -> None:
+    async def main() -> None:
+        b = make(max_queue=2, max_delay_s=0.2)
+        b.start()
+        first = [asyncio.ensure_future(b.submit({"x": np.ones((1, 1), np.float32)})) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as info:
+            await b.submit({"x": np.ones((1, 1), np.float32)})
+        assert info.value.retry_after_s == 1
+        await asyncio.gather(*first)
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_batch_fails_every_request_in_it() -> None:
+    def broken(feeds: Feeds) -> Feeds:
+        raise RuntimeError("device lost")
+
+    async def main() -> None:
+        b = make(broken)
+        b.start()
+        results = await asyncio.gather(
+            *(b.submit({"x": np.ones((1, 2), np.float32)}) for _ in range(3)), return_exceptions=True
+        )
+        await b.close()
+        assert all(isinstance(r, InferenceFailed) and "device lost" in str(r) for r in results)
+        assert b.stats.failed_batches == 1
+
+    asyncio.run(main())
+
+
+def test_requests_whose_client_left_are_skipped() -> None:
+    gate = threading.Event()
+    rows: list[int] = []
+
+    def slow(feeds: Feeds) -> Feeds:
+        gate.wait(5)
+        rows.append(len(feeds["x"]))
+        return double(feeds)
+
+    async def main() -> None:
+        b = make(slow, max_delay_s=0.0, max_batch_size=1)
+        b.start()
+        busy = asyncio.ensure_future(b.submit({"x": np.ones((1, 1), np.float32)}))  # holds the worker
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(b.submit({"x": np.ones((1, 1), np.float32)}))
+        kept = asyncio.ensure_future(b.submit({"x": np.full((1, 1), 3, np.float32)}))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        gate.set()
+        assert (await kept)["y"][0, 0] == 6
+        await busy
+        await b.close()
+        assert b.stats.skipped_cancelled == 1
+        assert rows == [1, 1]  # the cancelled request never ran
+
+    asyncio.run(main())

@@ -1,0 +1,103 @@
+"""Decoding, mode conversion and fitting of uploaded images."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import imaging
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+
+def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def fitted(data: bytes, mode: str = "resize", size: int = 8, channels: int = 3) -> imaging.Fitted:
+    return imaging.load_fitted(data, height=size, width=size, channels=channels, mode=mode, max_pixels=10**6)
+
+
+def test_rgba_is_composited_on_white() -> None:
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red
+    assert np.allclose(fitted(encode(img, "PNG")).array, 1.0)
+
+
+def test_palette_gray_and_16_bit_are_converted() -> None:
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 255, 0] + [0] * 765)
+    a = fitted(encode(pal, "PNG")).array
+    assert a.shape == (3, 8, 8) and np.allclose(a[1], 1.0) and np.allclose(a[0], 0.0)
+    gray = fitted(encode(Image.new("L", (8, 8), 128), "PNG")).array
+    assert np.allclose(gray, 128 / 255)
+    sixteen = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+    assert np.allclose(fitted(encode(sixteen, "PNG"), channels=1).array, 1.0)
+
+
+def test_exif_orientation_is_respected() -> None:
+    img = Image.new("RGB", (20, 10), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = imaging.decode(encode(img, "JPEG", exif=exif), max_pixels=10**6)
+    assert out.size == (10, 20)
+
+
+def test_gif_first_frame_and_webp() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 255, 255), (0, 0, 0))]
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert np.allclose(fitted(gif).array, 1.0)
+    assert fitted(encode(frames[1], "WEBP", lossless=True)).array.max() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("center-crop", "center-crop 40x20 -> 8x8"),
+        ("resize", "resize 40x20 -> 8x8"),
+        ("pad", "pad 40x20 -> 8x8"),
+    ],
+)
+def test_fit_modes_report_what_they_did(mode: str, expected: str) -> None:
+    img = Image.new("RGB", (40, 20), (255, 255, 255))
+    out = fitted(encode(img, "PNG"), mode)
+    assert out.description == expected and out.array.shape == (3, 8, 8)
+    if mode == "pad":  # scaled to 8x4 and padded with black above and below
+        assert out.array[:, 0].max() == 0.0 and out.array[:, 4].min() > 0.9
+
+
+def test_fit_none_keeps_multiples_only_when_allowed() -> None:
+    data = encode(Image.new("RGB", (12, 16)), "PNG")
+    keep = imaging.load_fitted(data, height=8, width=8, channels=3, mode="none", max_pixels=10**6, multiple=4)
+    assert keep.array.shape == (3, 16, 12)
+    with pytest.raises(InvalidInput) as info:
+        fitted(data, "none")
+    assert info.value.field == "fit"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height but carries no pixel data (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [5_000, 100_000])  # under and over Pillow's own default guard
+def test_decompression_bomb_is_refused_from_the_header(side: int) -> None:
+    with pytest.raises(PayloadTooLarge, match="pixel limit of 1000000"):
+        imaging.decode(png_header_only(side, side), max_pixels=10**6)
+
+
+def test_unsupported_and_undecodable() -> None:
+    with pytest.raises(UnsupportedMediaType, match="BMP"):
+        imaging.decode(encode(Image.new("RGB", (4, 4)), "BMP"), max_pixels=100)
+    with pytest.raises(InvalidInput):
+        imaging.decode(b"not an image", max_pixels=100)

@@ -1,0 +1,148 @@
+"""Metrics, request ids, auth, CORS, body limits, overload, version, and batching through HTTP."""
+
+import asyncio
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+
+
+def test_metrics_count_requests_batches_and_providers(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
+    client.post("/v1/models/vae/encode", files={"image": ("x.png", image_bytes(), "image/png")})
+    text = client.get("/metrics").text
+    assert 'aeserve_requests_total{model="vae",route="/v1/models/{name}/encode",status="200"}' in text
+    assert 'aeserve_graph_provider{graph="vae_encoder",provider="CPUExecutionProvider"} 1.0' in text
+    assert 'aeserve_batch_size_count{graph="vae_encoder"}' in text
+    assert 'aeserve_queue_seconds_count{graph="vae_encoder"}' in text
+    assert 'aeserve_compute_seconds_count{graph="vae_encoder"}' in text
+    assert 'aeserve_queue_depth{graph="vae_encoder"} 0.0' in text
+    assert "aeserve_request_seconds_bucket" in text
+
+
+def test_request_id_in_and_out(client: TestClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert len(client.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_version(client: TestClient) -> None:
+    v = client.get("/v1/version").json()
+    assert set(v["runtime"]) == {"onnxruntime", "numpy", "python"}
+    assert "CPUExecutionProvider" in v["providers"]["available"]
+    assert v["providers"]["in_use"]["vqvae_decoder"] == "CPUExecutionProvider"
+    assert v["git_revision"]
+
+
+def test_api_key_guards_everything_but_health(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(make_settings(tiny_artifacts, api_key="s3cret", git_revision="abc1234"))
+    with TestClient(app) as c:
+        for path in ("/v1/models", "/metrics", "/v2/models/vae_decoder", "/v2", "/v1/version"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/v1/models").json()["error"]["code"] == "unauthorized"
+        for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
+            assert c.get(path).status_code == 200
+        auth = {"Authorization": "Bearer s3cret"}
+        assert c.get("/v1/version", headers=auth).json()["git_revision"] == "abc1234"
+        assert (
+            "access-control-allow-origin" not in c.get("/healthz", headers={"Origin": "http://x.org"}).headers
+        )
+
+
+def test_cors_when_configured(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(tiny_artifacts, cors_origins="http://x.org"))) as c:
+        r = c.get("/healthz", headers={"Origin": "http://x.org"})
+        assert r.headers["access-control-allow-origin"] == "http://x.org"
+
+
+def test_body_limits(tiny_artifacts: Path, make_settings, image_bytes) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(
+        create_app(make_settings(tiny_artifacts, max_body_bytes=2000, max_images=2, max_pixels=50 * 50))
+    ) as c:
+        big = bytes(5000)
+        r = c.post("/v1/models/vae/reconstruct", content=big, headers={"content-type": "image/png"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+        def chunks():  # no Content-Length: the streaming cap must stop it
+            for _ in range(5):
+                yield bytes(1000)
+
+        r = c.post("/v1/models/vae/reconstruct", content=chunks(), headers={"content-type": "image/png"})
+        assert r.status_code == 413
+        r = c.post(
+            "/v2/models/vae_decoder/infer", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413 and isinstance(r.json()["error"], str)
+        files = [("images", (f"{i}.png", image_bytes(8, 8), "image/png")) for i in range(3)]
+        r = c.post("/v1/models/vqvae/tokens", files=files)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "images"
+        r = c.post(
+            "/v1/models/vae/reconstruct",
+            content=flat_png(60, 60),  # compresses far below the body limit, but has too many pixels
+            headers={"content-type": "image/png"},
+        )
+        assert r.status_code == 413 and "pixel limit" in r.json()["error"]["message"]
+
+
+def flat_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 0).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def run_with_lifespan(app, fn):  # type: ignore[no-untyped-def]
+    """Run `fn(client)` against the app with its lifespan, concurrently-capable (httpx + ASGITransport)."""
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await fn(c)
+
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_coalesce_and_equal_unbatched(
+    tiny_artifacts: Path, make_settings, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(make_settings(tiny_artifacts, max_delay_ms=300, max_batch_size=16))
+    images = [image_bytes(seed=i) for i in range(6)]
+
+    async def encode(c: httpx.AsyncClient, img: bytes) -> list[float]:
+        r = await c.post("/v1/models/vae/encode", files={"image": ("x.png", img, "image/png")})
+        return r.json()["mean"]  # type: ignore[no-any-return]
+
+    async def scenario(c: httpx.AsyncClient):  # type: ignore[no-untyped-def]
+        together = await asyncio.gather(*(encode(c, img) for img in images))
+        alone = [await encode(c, img) for img in images]
+        return together, alone, app.state.registry.graphs["vae_encoder"].batcher.stats
+
+    together, alone, stats = run_with_lifespan(app, scenario)
+    assert stats.largest_batch > 1  # concurrent requests shared a run
+    np.testing.assert_allclose(np.array(together), np.array(alone), rtol=1e-5, atol=1e-6)
+
+
+def test_full_queue_answers_429_with_retry_after(tiny_artifacts: Path, make_settings, image_bytes) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(
+        make_settings(tiny_artifacts, max_delay_ms=500, max_batch_size=64, max_queue=1, retry_after_s=3)
+    )
+
+    async def scenario(c: httpx.AsyncClient):  # type: ignore[no-untyped-def]
+        body = {"latent": [0.0, 0.0, 0.0, 0.0]}
+        return await asyncio.gather(*(c.post("/v1/models/vae/decode", json=body) for _ in range(3)))
+
+    responses = run_with_lifespan(app, scenario)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 429, 429]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["retry-after"] == "3" and refused.json()["error"]["code"] == "overloaded"
+
+
+def test_npy_codebook_is_plain(client: TestClient) -> None:
+    data = client.get("/v1/models/vqvae/codebook").content
+    assert np.load(io.BytesIO(data), allow_pickle=False).dtype == np.float32

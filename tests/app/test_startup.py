@@ -1,0 +1,103 @@
+"""Start-up: provider selection and refusal, broken models, strictness, empty model folders, no torch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import StartupError
+from app.main import create_app
+from app.registry import provider_plan
+from app.settings import DEFAULT_MODEL_DIR, Settings
+
+
+def test_providers_cuda_refuses_to_start_without_cuda(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(make_settings(tiny_artifacts, providers="cuda"))
+    with pytest.raises(StartupError, match="AESERVE_PROVIDERS=cuda"), TestClient(app):
+        pass
+
+
+def test_auto_and_cpu_report_the_provider_in_use(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    assert provider_plan("cpu") == ["CPUExecutionProvider"]
+    with TestClient(create_app(make_settings(tiny_artifacts, providers="auto"))) as c:
+        in_use = c.get("/v1/version").json()["providers"]["in_use"]
+        assert len(in_use) == 11 and set(in_use.values()) == {
+            "CPUExecutionProvider"
+        }  # this machine has no GPU
+
+
+def break_models(root: Path) -> None:
+    (root / "vae" / "decoder.onnx").unlink()  # missing file
+    with (root / "vqvae" / "encoder.onnx").open("ab") as f:  # corrupt: the sha256 no longer matches
+        f.write(b"\0")
+    manifest = json.loads((root / "mae" / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (root / "mae" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_broken_models_are_unavailable_while_others_serve(
+    artifact_copy: Path, make_settings, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    break_models(artifact_copy)
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert models["beta_vae"]["status"] == "ready"
+        assert "decoder.onnx is missing" in models["vae"]["reason"]
+        assert "sha256" in models["vqvae"]["reason"]
+        assert "format_version 99" in models["mae"]["reason"]
+        assert all(models[k]["status"] == "unavailable" for k in ("vae", "vqvae", "mae"))
+        r = c.post("/v1/models/vae/reconstruct", files={"image": ("x.png", image_bytes(), "image/png")})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        assert "missing" in r.json()["error"]["message"]
+        ok = c.post("/v1/models/beta_vae/reconstruct", files={"image": ("x.png", image_bytes(), "image/png")})
+        assert ok.status_code == 200
+        assert c.get("/readyz").json()["models"]["vae"] == "unavailable"
+        assert c.get("/v2/models/vae_decoder").status_code == 404
+        assert 'aeserve_model_ready{model="vae"} 0.0' in c.get("/metrics").text
+
+
+def test_strict_startup_fails_on_a_broken_model(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    break_models(artifact_copy)
+    app = create_app(make_settings(artifact_copy, strict_startup=True))
+    with pytest.raises(StartupError, match="cannot load"), TestClient(app):
+        pass
+
+
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_starts_with_no_models(tmp_path: Path, make_settings, folder: str) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / folder
+    if folder == "empty":
+        root.mkdir()
+    with TestClient(create_app(make_settings(root))) as c:
+        assert c.get("/v1/models").json() == {"models": []}
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AESERVE_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("AESERVE_CORS_ORIGINS", "http://a.org, http://b.org")
+    monkeypatch.setenv("AESERVE_STRICT_STARTUP", "true")
+    s = Settings()
+    assert s.max_batch_size == 3 and s.strict_startup is True
+    assert s.cors_origins == ["http://a.org", "http://b.org"]
+    assert s.model_dir == DEFAULT_MODEL_DIR == Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def test_default_app_never_imports_torch() -> None:
+    """`uvicorn app.main:app` with no configuration: serves the bundled models (or none), no torch."""
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "import app.main\n"
+        "with TestClient(app.main.app) as c:\n"
+        "    assert c.get('/readyz').status_code == 200, c.get('/readyz').text\n"
+        "    print(len(c.get('/v1/models').json()['models']))\n"
+        "assert 'torch' not in sys.modules, 'app imported torch'\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AESERVE_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]

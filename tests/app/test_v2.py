@@ -1,0 +1,126 @@
+"""The Open Inference Protocol v2 over the raw graphs: metadata, JSON and binary tensors, errors."""
+
+import json
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+
+def test_server_health_and_metadata(client: TestClient) -> None:
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    meta = client.get("/v2/models/vqvae_encoder").json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("z_e", "FP32"), ("tokens", "INT64")]
+    assert client.get("/v2/models/beta_vae_decoder/ready").json()["ready"] is True
+    assert client.get("/v2/models/vqvae_encoder/versions/1").status_code == 200
+
+
+def test_json_round_trip_matches_v1(client: TestClient) -> None:
+    z = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    r = client.post(
+        "/v2/models/vae_decoder/infer",
+        json={
+            "id": "abc",
+            "inputs": [{"name": "latent", "shape": [2, 4], "datatype": "FP32", "data": z.tolist()}],
+        },
+    )
+    assert r.status_code == 200
+    out = r.json()
+    assert out["id"] == "abc" and out["model_name"] == "vae_decoder"
+    image = np.array(out["outputs"][0]["data"], np.float32).reshape(out["outputs"][0]["shape"])
+    assert image.shape == (2, 3, 32, 32)
+    tokens = client.post(
+        "/v2/models/vqvae_decoder/infer",
+        json={"inputs": [{"name": "tokens", "shape": [1, 4, 4], "datatype": "INT64", "data": [3] * 16}]},
+    )
+    assert tokens.json()["outputs"][0]["shape"] == [1, 3, 16, 16]
+
+
+def binary_request(inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[bytes, dict[str, str]]:
+    """A request in the binary tensor extension, as tritonclient builds it."""
+    types = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+    header = {
+        "inputs": [
+            {
+                "name": n,
+                "shape": list(a.shape),
+                "datatype": types[a.dtype],
+                "parameters": {"binary_data_size": a.nbytes},
+            }
+            for n, a in inputs.items()
+        ],
+        "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in outputs],
+    }
+    head = json.dumps(header).encode()
+    body = head + b"".join(a.astype(a.dtype.newbyteorder("<")).tobytes() for a in inputs.values())
+    return body, {
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+def test_binary_round_trip_equals_json(client: TestClient) -> None:
+    x = np.random.default_rng(1).random((2, 3, 16, 16)).astype(np.float32)
+    body, headers = binary_request({"image": x}, ["tokens", "z_e"])
+    r = client.post("/v2/models/vqvae_encoder/infer", content=body, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    blobs, offset = {}, n
+    for o in head["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        dtype = np.int64 if o["datatype"] == "INT64" else np.float32
+        blobs[o["name"]] = np.frombuffer(r.content[offset : offset + size], dtype).reshape(o["shape"])
+        offset += size
+    assert [o["name"] for o in head["outputs"]] == ["tokens", "z_e"]
+    as_json = client.post(
+        "/v2/models/vqvae_encoder/infer",
+        json={
+            "inputs": [
+                {"name": "image", "shape": [2, 3, 16, 16], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+            ]
+        },
+    ).json()
+    json_tokens = next(o for o in as_json["outputs"] if o["name"] == "tokens")
+    assert np.array_equal(blobs["tokens"].reshape(-1), json_tokens["data"])
+    v1 = client.post(
+        "/v2/models/vqvae_encoder/infer",
+        json={
+            "parameters": {"binary_data_output": True},
+            "inputs": [
+                {"name": "image", "shape": [2, 3, 16, 16], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+            ],
+        },
+    )
+    assert v1.headers["content-type"] == "application/octet-stream"
+
+
+def test_errors_follow_the_protocol(client: TestClient) -> None:
+    def infer(graph: str, inputs: list[dict]) -> tuple[int, dict]:  # type: ignore[type-arg]
+        r = client.post(f"/v2/models/{graph}/infer", json={"inputs": inputs})
+        return r.status_code, r.json()
+
+    status, body = infer(
+        "vae_decoder", [{"name": "latent", "shape": [1, 4], "datatype": "INT64", "data": [0] * 4}]
+    )
+    assert status == 400 and "FP32" in body["error"] and isinstance(body["error"], str)
+    status, body = infer(
+        "vae_decoder", [{"name": "latent", "shape": [1, 5], "datatype": "FP32", "data": [0] * 5}]
+    )
+    assert status == 400 and "shape" in body["error"]
+    status, body = infer(
+        "vae_decoder", [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [0] * 3}]
+    )
+    assert status == 400
+    status, body = infer(
+        "vae_elbo", [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]
+    )
+    assert status == 400 and "missing ['eps']" in body["error"]
+    status, body = infer("vae.decoder", [])
+    assert status == 404 and "vae_decoder" in body["error"]
+    r = client.post(
+        "/v2/models/vae_decoder/infer", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400 and isinstance(r.json()["error"], str)
