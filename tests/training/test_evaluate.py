@@ -184,3 +184,50 @@ def test_cli_rejects_a_tampered_graph(
         f.write(b"\0")
     code, _, err = _run(["--artifact", str(art), *SMALL], capsys)
     assert code == 2 and "sha256" in err
+
+
+# --- the beta sweep ---------------------------------------------------------------------------------
+
+
+def test_sweep_trains_evaluates_and_writes_table_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--betas", "1,4", "--steps", "2", "--preset", "tiny", "--batch-size", "8", "--n", "16"]
+    code = cli(["sweep", *argv, "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [r["beta"] for r in summary["rows"]] == [1.0, 4.0]
+    assert summary["chosen_beta"] == max(summary["rows"], key=lambda r: r["mig"])["beta"]
+    for row in summary["rows"]:
+        assert 0.0 <= row["mig"] <= 1.0 and set(row["mig_per_factor"]) == set(ev.SHAPES_FACTORS)
+        assert row["recon_bits_per_dim"] + row["kl_bits_per_dim"] == pytest.approx(row["elbo_bits_per_dim"])
+    assert json.loads((tmp_path / "sweep.json").read_text())["rows"] == summary["rows"]
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| 1 |" in table and "| 4 |" in table and "Chosen: beta =" in table
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "beta_4" / "report" / "traversals.png").is_file()
+
+
+def test_sweep_summary_reports_the_trends_it_measured() -> None:
+    from training.sweep import summarize
+
+    def row(beta: float, mig: float, recon: float) -> dict[str, float]:
+        return {"beta": beta, "mig": mig, "recon_bits_per_dim": recon, "psnr": 30 - recon}
+
+    s = summarize([row(4, 0.3, 0.2), row(1, 0.1, 0.1), row(8, 0.25, 0.3)])
+    assert s["chosen_beta"] == 4
+    assert s["observed"] == {
+        "mig_vs_beta": "goes up and down",
+        "recon_bits_per_dim_vs_beta": "rises",
+        "psnr_vs_beta": "falls",
+    }
+    tie = summarize([row(1, 0.2, 0.1), row(2, 0.2, 0.1)])
+    assert tie["chosen_beta"] == 1 and "tied" in tie["chosen_because"]
+    assert tie["observed"]["mig_vs_beta"] == "stays level"
+
+
+@pytest.mark.parametrize("betas", ["1,x", "", "0,1", "2,2"])
+def test_sweep_rejects_bad_betas(betas: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["sweep", "--betas", betas, "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sweep:") and err.count("\n") == 1
