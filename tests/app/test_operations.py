@@ -146,3 +146,13 @@ def test_full_queue_answers_429_with_retry_after(tiny_artifacts: Path, make_sett
 def test_npy_codebook_is_plain(client: TestClient) -> None:
     data = client.get("/v1/models/vqvae/codebook").content
     assert np.load(io.BytesIO(data), allow_pickle=False).dtype == np.float32
+
+
+def test_openapi_describes_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    assert len(operations) >= 22 and all(op.get("summary") for op in operations)
+    reconstruct = spec["paths"]["/v1/models/{name}/reconstruct"]["post"]
+    assert {"multipart/form-data", "image/png"} <= set(reconstruct["requestBody"]["content"])
+    assert any(p["name"] == "fit" and p.get("description") for p in reconstruct["parameters"])
+    assert client.get("/docs").status_code == 200
