@@ -2,8 +2,10 @@
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,15 +159,48 @@ def test_cli_resume_with_another_kind(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "already holds a checkpoint" in err
 
 
-def test_cli_subprocess_trains_and_reports_errors(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "training", "train", *TINY, "--out", str(tmp_path / "run")]
-    done = subprocess.run([*run, "--model", "vqvae", "--data", "shapes"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    model, state = load_model(tmp_path / "run")
-    assert model.kind == "vqvae" and state["step"] == 2
-    assert state["command"][:4] == ["python", "-m", "training", "train"]
-    missing = ["--model", "vae", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "other")]
-    bad = subprocess.run([*run, *missing], cwd=REPO, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_cli_trains_each_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    argv = [*TINY, "--model", kind, "--data", "photos", "--epoch-crops", "32", "--out", str(tmp_path)]
+    assert _cli(argv, capsys) == (0, "")
+    model, state = load_model(tmp_path)
+    assert model.kind == kind and state["step"] == 2 and state["model_config"]["channels"] == 3
+    assert state["command"] == ["python", "-m", "training", "train", *argv]
+
+
+def test_cli_subprocess_error_is_one_line(tmp_path: Path) -> None:
+    argv = ["train", *TINY, "--model", "vae", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]
+    bad = subprocess.run([sys.executable, "-m", "training", *argv], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [f"error: data path {str(tmp_path / 'nope')!r} does not exist"]
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path: Path) -> None:
+    """SIGINT to a real `python -m training train` process: exit 130, a checkpoint, then --resume."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "training", "train", "--model", "vae", "--data", "shapes", *TINY,
+            "--log-every", "1", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen([*args, "--steps", "100000"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_read_rows(out / "metrics.csv")) < 3:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "Traceback" not in err
+    stopped = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    assert stopped >= 3
+    assert cli([*args[3:], "--steps", str(stopped + 2), "--resume"]) == 0
+    assert load_model(out)[1]["step"] == stopped + 2
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open() as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
