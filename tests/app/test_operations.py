@@ -156,3 +156,20 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
     assert {"multipart/form-data", "image/png"} <= set(reconstruct["requestBody"]["content"])
     assert any(p["name"] == "fit" and p.get("description") for p in reconstruct["parameters"])
     assert client.get("/docs").status_code == 200
+
+
+def test_json_logs_carry_the_request_id(client: TestClient, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import logging
+
+    from app import logs
+
+    logs.configure("json", "INFO")
+    try:
+        client.get("/healthz", headers={"X-Request-ID": "log-42"})
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        access = [line for line in lines if line.get("request_id") == "log-42"]
+        assert access and access[-1]["path"] == "/healthz" and access[-1]["status"] == 200
+    finally:
+        logs.configure("text", "WARNING")
+        logging.getLogger("app").handlers.clear()
