@@ -38,6 +38,7 @@ const state = {
   second: null, // {blob, url} for interpolation
   frames: [],
   playTimer: null,
+  reconstructRun: 0,
 };
 
 // ---------- small DOM helpers ----------
@@ -250,6 +251,7 @@ function tile(title, sub, img, extraClass = "") {
 
 async function runReconstruct() {
   if (!state.image) return;
+  const run = ++state.reconstructRun; // a newer image's run owns the message; older ones fall silent
   const models = withOp("reconstruct");
   const grid = $("recon-grid");
   const original = tile("Original", el("span", { class: "muted", text: state.imageName }),
@@ -279,13 +281,14 @@ async function runReconstruct() {
     s.node.classList.add("failed");
     s.node.title = r.reason?.message || "";
   });
+  if (run !== state.reconstructRun) return;
   if (failed.length) fail("reconstruct-msg", failed[0][0].reason);
   else say("reconstruct-msg", `Done: ${models.length} reconstruction${models.length > 1 ? "s" : ""}.`, "ok");
 }
 
 // ---------- VQ-VAE tokens ----------
 
-const tokenView = { editor: null, palette: null, colors: {}, model: null };
+const tokenView = { editor: null, palette: null, colors: {}, model: null, run: 0 };
 
 function chooseCode(code) {
   const size = tokenView.palette.colors.length;
@@ -313,15 +316,17 @@ async function colorsFor(name) {
 async function runTokens() {
   const name = $("tokens-model").value;
   if (!name || !state.image) return;
+  const run = ++tokenView.run;
   await busy($("tokens-encode"), "tokens-msg", "Encoding to tokens…", async () => {
     const [answer, colors] = await Promise.all([api.operate(name, "tokens", imageForm()), colorsFor(name)]);
+    if (run !== tokenView.run) return; // a newer image or model was chosen meanwhile
     const grid = answer.tokens?.[0]?.[0]?.length !== undefined ? answer.tokens[0] : answer.tokens;
     tokenView.model = name;
     tokenView.palette.setColors(colors);
     tokenView.editor.setGrid(grid, colors);
     chooseCode(Number($("tokens-code").value) || 0);
     $("tokens-code").max = colors.length - 1;
-    const [h, w] = tokenView.editor.shape;
+    const [h, w] = tokenView.editor.gridShape;
     const distinct = new Set(grid.flat()).size;
     $("token-canvas").setAttribute("aria-label", `Token grid of ${h}×${w} codes, ${distinct} distinct`);
     $("token-caption").textContent = `${h}×${w} tokens · ${distinct} distinct of ${colors.length}`;
