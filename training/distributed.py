@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,8 @@ def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: boo
     """DistributedDataParallel over `module`, broadcasting rank 0's buffers before every forward."""
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     # torch >= 2.13 renames broadcast_buffers to forward_sync_buffers (same behaviour); older builds lack it.
-    sync = {"forward_sync_buffers": True} if "forward_sync_buffers" in params else {"broadcast_buffers": True}
+    name = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    sync: dict[str, Any] = {name: True}
     return DistributedDataParallel(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,

@@ -27,7 +27,7 @@ import models
 from training import checkpoint as ckpt
 from training import distributed
 from training.config import FIELDS, TrainConfig, config_from_dict, parse_override, read_config_file
-from training.data import BUILTIN, default_channels, make_dataset
+from training.data import BUILTIN, ImageDataset, default_channels, make_dataset
 from training.distributed import ShardSampler, World
 from training.errors import NonFiniteLoss, UserError
 
@@ -90,7 +90,7 @@ class _LossModule(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # any of models' autoencoders: they share `loss`, not a base class
 
     def forward(self, x: torch.Tensor, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict]:
         return self.model.loss(x, generator=generator, step=step)
@@ -112,6 +112,8 @@ class _Run:
         self.data_spec = config.data if config.data in BUILTIN else str(Path(config.data).resolve())
         self.last_val: dict[str, float] = {}
 
+        self.model: Any  # one of models' autoencoders: they share `loss`, not a base class
+        self.model_config: Any
         torch.manual_seed(config.seed)  # model initialisation; identical on every rank
         if config.resume:
             self.model, self.model_config, state = self._restore_model()
@@ -158,7 +160,7 @@ class _Run:
     def _make_data(self) -> None:
         cfg, mc = self.config, self.model_config
         kwargs = dict(image_size=mc.image_size, channels=mc.channels, seed=cfg.seed, length=cfg.epoch_crops)
-        self.train_data: Dataset = make_dataset(cfg.data, "train", **kwargs)
+        self.train_data: ImageDataset = make_dataset(cfg.data, "train", **kwargs)
         val_data = make_dataset(cfg.data, "val", **kwargs)
         n_val = min(len(val_data), cfg.val_images) if cfg.val_images else len(val_data)
         picked = np.linspace(0, len(val_data) - 1, n_val).round().astype(int)  # evenly spaced, fixed
@@ -416,7 +418,7 @@ def _tensorboard_writer(out: Path) -> Any:
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UserError (one line, exit 2 via training.__main__) instead of printing usage."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UserError(message)
 
 

@@ -7,17 +7,23 @@ win over a folder of the same name; write `./shapes` to mean the folder.
 
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
 from training.data.folder import FolderDataset
 from training.data.photos import PhotosDataset
 from training.data.shapes import ShapesDataset
 
 BUILTIN = ("shapes", "photos")
+ImageDataset = ShapesDataset | PhotosDataset | FolderDataset
 SPLITS = ("train", "val")
 
-__all__ = ["BUILTIN", "FolderDataset", "PhotosDataset", "ShapesDataset", "default_channels", "make_dataset"]
+__all__ = [
+    "BUILTIN",
+    "FolderDataset",
+    "ImageDataset",
+    "PhotosDataset",
+    "ShapesDataset",
+    "default_channels",
+    "make_dataset",
+]
 
 
 def default_channels(spec: str) -> int:
@@ -33,7 +39,7 @@ def make_dataset(
     channels: int | None = None,
     seed: int = 0,
     length: int | None = None,
-) -> Dataset[torch.Tensor]:
+) -> ImageDataset:
     """The `split` ("train" or "val") of data set `spec`; items are float32 [C, S, S] in [0, 1].
 
     channels: 1 or 3, converting gray <-> RGB as needed (None: the data set's own, see

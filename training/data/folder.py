@@ -52,8 +52,9 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
             # 16-bit / float gray: PIL's convert("RGB") would clip, so rescale to 8 bits first.
             array = np.asarray(image, dtype=np.float64)
             peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-            image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
-        rgb = image.convert("RGB")
+            rgb = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+        else:
+            rgb = image.convert("RGB")
     width, height = rgb.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2

@@ -51,7 +51,7 @@ def classes_of(indices: np.ndarray | int) -> np.ndarray:
 def indices_of(classes: np.ndarray) -> np.ndarray:
     """Factor classes int64 [N, 5] -> flat indices int64 [N] (inverse of `classes_of`)."""
     classes = np.asarray(classes, dtype=np.int64).reshape(-1, len(FACTOR_SIZES))
-    return np.ravel_multi_index(tuple(classes.T), FACTOR_SIZES).astype(np.int64)
+    return np.asarray(np.ravel_multi_index(tuple(classes.T), FACTOR_SIZES), dtype=np.int64)
 
 
 def values_of(classes: np.ndarray) -> np.ndarray:
@@ -62,9 +62,8 @@ def values_of(classes: np.ndarray) -> np.ndarray:
 
 def sample_indices(n: int, rng: np.random.Generator, *, pool: np.ndarray | None = None) -> np.ndarray:
     """`n` flat indices drawn uniformly with replacement (from `pool` if given), int64 [n]."""
-    if pool is None:
-        return rng.integers(0, NUM_IMAGES, size=n, dtype=np.int64)
-    return pool[rng.integers(0, len(pool), size=n)]
+    drawn = rng.integers(0, NUM_IMAGES if pool is None else len(pool), size=n, dtype=np.int64)
+    return drawn if pool is None else np.asarray(pool[drawn], dtype=np.int64)
 
 
 def render(classes: np.ndarray, image_size: int = 64) -> np.ndarray:
