@@ -176,6 +176,7 @@ def evaluate(backend: Backend, data: HeldOut, settings: Settings, report_dir: Pa
     result = Result()
     x = data.images
     result.details["n_images"] = int(x.shape[0])
+    result.details["psnr_cap_db"] = metrics.PSNR_CAP_DB  # per-image PSNR cap (see metrics)
     kind = backend.info.kind
     rng = np.random.default_rng([settings.seed, 1])
     mask = None
@@ -266,6 +267,8 @@ def _interpolations(
 ) -> None:
     """Rows decoding straight lines between the latents [N, ...] of held-out images 0-1, 2-3, ..."""
     assert ctx.report_dir is not None
+    if latents.shape[0] < 2:
+        return  # nothing to interpolate between
     ts = np.linspace(0.0, 1.0, ctx.settings.grid_n, dtype=np.float32)
     shape = (-1,) + (1,) * (latents.ndim - 1)  # broadcast t over a latent of any rank
     rows = [
@@ -332,12 +335,15 @@ def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
         return []
     mode = "L" if channels == 1 else "RGB"
     ds = make_dataset(spec, "val", image_size=16, channels=channels, length=1)
-    pils = list(ds.photos) if spec == "photos" else [Image.open(f) for f in ds.files]
-    out = []
-    for pil in pils:
-        arr = np.asarray(pil.convert(mode), dtype=np.float32) / 255.0
-        out.append(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
-    return out
+    if spec == "photos":
+        pils = [photo.convert(mode) for photo in ds.photos]
+    else:
+        pils = []
+        for path in ds.files:
+            with Image.open(path) as image:
+                pils.append(image.convert(mode))
+    arrays = [np.asarray(pil, dtype=np.float32) / 255.0 for pil in pils]
+    return [a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
 
 
 def _codec(

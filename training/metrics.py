@@ -14,16 +14,21 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 # ---------------------------------------------------------------------------------------------------
 # Image fidelity
 
+# Per-image PSNR is capped here: an exactly right image (a blank shapes background that Telea or the MAE
+# fills perfectly) has PSNR = inf, and one such image would make the mean over the set infinite.
+PSNR_CAP_DB = 100.0
+
 
 def psnr_per_image(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
-    """PSNR in dB of each image pair, with skimage and `data_range=1`.
+    """PSNR in dB of each image pair, with skimage and `data_range=1`, capped at PSNR_CAP_DB.
 
-    original, reconstruction: `[N, C, H, W]` in `[0, 1]`. Returns float64 `[N]` (inf where identical).
+    original, reconstruction: `[N, C, H, W]` in `[0, 1]`. Returns float64 `[N]`.
     """
     _check_pair(original, reconstruction)
     a, b = original.astype(np.float64), reconstruction.astype(np.float64)
-    with np.errstate(divide="ignore"):  # identical images give inf, which is the right answer
-        return np.array([peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b, strict=True)])
+    with np.errstate(divide="ignore"):  # identical images: skimage divides by a zero MSE
+        psnr = np.array([peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b, strict=True)])
+    return np.minimum(psnr, PSNR_CAP_DB)
 
 
 def ssim_per_image(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
@@ -43,7 +48,8 @@ def masked_psnr_per_image(original: np.ndarray, filled: np.ndarray, pixel_mask: 
     """PSNR in dB over the masked pixels only (all channels), one value per image.
 
     original, filled: `[N, C, H, W]` in `[0, 1]`; pixel_mask: `[N, 1, H, W]` or `[N, H, W]`, 1 where the
-    pixel was removed. Returns float64 `[N]`. MSE = mean over masked pixels and channels; data range 1.
+    pixel was removed. Returns float64 `[N]`, capped at PSNR_CAP_DB. MSE = mean over masked pixels and
+    channels; data range 1.
     """
     _check_pair(original, filled)
     m = pixel_mask.reshape(original.shape[0], 1, *original.shape[2:]).astype(np.float64)
@@ -53,7 +59,7 @@ def masked_psnr_per_image(original: np.ndarray, filled: np.ndarray, pixel_mask: 
         raise ValueError("masked_psnr needs at least one masked pixel per image")
     mse = err.sum(axis=(1, 2, 3)) / count
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(1.0 / mse)
+        return np.minimum(10.0 * np.log10(1.0 / mse), PSNR_CAP_DB)
 
 
 def patch_mask_to_pixels(mask: np.ndarray, height: int, width: int, patch: int) -> np.ndarray:

@@ -23,6 +23,13 @@ def test_psnr_of_known_mse() -> None:
     np.testing.assert_allclose(metrics.psnr_per_image(x, y), [20.0, 40.0], atol=1e-4)
 
 
+def test_psnr_of_identical_images_is_capped_not_infinite() -> None:
+    x = _rng().random((2, 1, 8, 8)).astype(np.float32)
+    assert np.array_equal(metrics.psnr_per_image(x, x), [metrics.PSNR_CAP_DB] * 2)
+    mask = np.ones((2, 1, 8, 8), dtype=np.float32)
+    assert np.array_equal(metrics.masked_psnr_per_image(x, x, mask), [metrics.PSNR_CAP_DB] * 2)
+
+
 def test_ssim_is_one_for_identical_images_and_lower_for_noise() -> None:
     x = _rng().random((2, 3, 16, 16)).astype(np.float32)
     assert metrics.ssim_per_image(x, x) == pytest.approx([1.0, 1.0])
