@@ -67,11 +67,12 @@ def config_from_dict(values: dict[str, Any], *, where: str = "config") -> TrainC
     if unknown:
         raise UserError(f"unknown {where} key(s): {', '.join(unknown)}; known: {', '.join(FIELDS)}")
     hints = typing.get_type_hints(TrainConfig)
-    checked = {name: _check_type(name, value, hints[name], where) for name, value in values.items()}
+    checked = {name: check_type(name, value, hints[name], where) for name, value in values.items()}
     return TrainConfig(**checked)
 
 
-def _check_type(name: str, value: Any, hint: Any, where: str) -> Any:
+def check_type(name: str, value: Any, hint: Any, where: str) -> Any:
+    """`value` if it fits the annotation `hint` (an int is widened for a float), else a UserError."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for option in options:
         base = typing.get_origin(option) or option

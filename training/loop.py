@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,14 @@ from tqdm import tqdm
 import models
 from training import checkpoint as ckpt
 from training import distributed
-from training.config import FIELDS, TrainConfig, config_from_dict, parse_override, read_config_file
+from training.config import (
+    FIELDS,
+    TrainConfig,
+    check_type,
+    config_from_dict,
+    parse_override,
+    read_config_file,
+)
 from training.data import BUILTIN, ImageDataset, default_channels, make_dataset
 from training.distributed import ShardSampler, World
 from training.errors import NonFiniteLoss, UserError
@@ -75,12 +83,17 @@ def model_config_for(config: TrainConfig) -> Any:
     Unless overridden, `channels` follows the data (1 for shapes, 3 otherwise) and a VAE's `likelihood`
     is bernoulli on the binary shapes and gaussian on photographs.
     """
-    fields = {f.name for f in dataclasses.fields(models.make_config(config.model, config.preset))}
+    hints = typing.get_type_hints(type(models.make_config(config.model, config.preset)))
     implied: dict[str, Any] = {"channels": default_channels(config.data)}
-    if "likelihood" in fields:
+    if "likelihood" in hints:
         implied["likelihood"] = "bernoulli" if config.data == "shapes" else "gaussian"
+    overrides = {
+        # unknown names are left to make_config, which names them in its error
+        key: check_type(key, value, hints[key], "--set") if key in hints else value
+        for key, value in config.overrides.items()
+    }
     try:
-        return models.make_config(config.model, config.preset, **{**implied, **config.overrides})
+        return models.make_config(config.model, config.preset, **{**implied, **overrides})
     except (TypeError, ValueError) as exc:
         raise UserError(f"model option: {exc}") from exc
 
