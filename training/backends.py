@@ -92,7 +92,7 @@ class TorchBackend(Backend):
     """A torch model on the CPU in eval mode, without gradients."""
 
     def __init__(self, model: nn.Module, info: ModelInfo) -> None:
-        self.model = model.float().cpu().eval()
+        self.model: Any = model.float().cpu().eval()  # Any: its stages are per-kind methods
         self.info = info
 
     @classmethod
@@ -144,21 +144,22 @@ class TorchBackend(Backend):
         return self._run(self.model.embed, x).numpy()
 
 
-def model_info(model: nn.Module, *, data: str | None, source: str) -> ModelInfo:
-    """The ModelInfo of a torch model, read from its config (as the exporter writes the manifest)."""
-    cfg = model.config
+def model_info(model: Any, *, data: str | None, source: str) -> ModelInfo:
+    """The ModelInfo of a torch model (an nn.Module of `models`), read from its config as export does."""
+    cfg: Any = model.config
+    kind = str(model.kind)
     info = ModelInfo(
-        kind=model.kind, channels=cfg.channels, height=cfg.image_size, width=cfg.image_size, data=data,
+        kind=kind, channels=cfg.channels, height=cfg.image_size, width=cfg.image_size, data=data,
         model_config=asdict(cfg), source=source,
     )
-    if model.kind in ("vae", "beta_vae"):
+    if kind in ("vae", "beta_vae"):
         info.likelihood = cfg.likelihood
-    elif model.kind == "vqvae":
+    elif kind == "vqvae":
         info.codebook_size = cfg.codebook_size
         with torch.no_grad():
             side = model.encode(torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)).shape[-1]
         info.downsample = cfg.image_size // side
-    elif model.kind == "mae":
+    elif kind == "mae":
         info.patch_size = cfg.patch_size
         info.num_patches = (cfg.image_size // cfg.patch_size) ** 2
     return info

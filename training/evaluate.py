@@ -30,14 +30,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from training import baselines, metrics, report
-from training.backends import Backend, OnnxBackend, TorchBackend
+from training.backends import Backend, ModelInfo, OnnxBackend, TorchBackend
 from training.errors import UserError
+
+if TYPE_CHECKING:
+    from training.data import ShapesDataset
 
 MANIFEST_METRIC_KEYS = (
     "psnr", "ssim", "elbo_bits_per_dim", "codebook_usage", "perplexity", "mig", "masked_psnr",
@@ -98,26 +101,38 @@ def open_backend(path: Path, *, artifact: bool | None = None) -> Backend:
 
 def held_out(spec: str, backend: Backend, n: int, seed: int) -> HeldOut:
     """`n` validation images of data set `spec` at the model's size and channel count, chosen by `seed`."""
-    from training.data import make_dataset
+    from training.data import FolderDataset, PhotosDataset
 
     info = backend.info
     if info.height != info.width:
         raise UserError(f"the data sets make square images; this model takes {info.height}x{info.width}")
     rng = np.random.default_rng([seed, 0])
     if spec == "photos":  # a fixed stream of held-out crops, the first n of them
-        ds = make_dataset(spec, "val", image_size=info.height, channels=info.channels, length=n)
-        images = torch.stack([ds[i] for i in range(n)]).numpy()
-        return HeldOut(images, spec, f"photos val: {n} crops of {', '.join(ds.names)}")
-    ds = make_dataset(spec, "val", image_size=info.height, channels=info.channels)
+        photos = PhotosDataset("val", image_size=info.height, channels=info.channels, length=n)
+        images = torch.stack([photos[i] for i in range(n)]).numpy()
+        return HeldOut(images, spec, f"photos val: {n} crops of {', '.join(photos.names)}")
     if spec == "shapes":
-        chosen = np.sort(rng.choice(ds.indices, size=min(n, len(ds)), replace=False))
-        images = np.concatenate(
-            [ds.images(c).numpy() for c in np.array_split(chosen, max(1, len(chosen) // 500))]
-        )
-        return HeldOut(images, spec, f"shapes val: {len(chosen)} of {len(ds)} held-out indices")
-    picks = np.sort(rng.choice(len(ds), size=min(n, len(ds)), replace=False))
-    images = torch.stack([ds[int(i)] for i in picks]).numpy()
-    return HeldOut(images, spec, f"folder {spec} val: {len(picks)} of {len(ds)} images")
+        shapes = _shapes_val(info)
+        chosen = np.sort(rng.choice(shapes.indices, size=min(n, len(shapes)), replace=False))
+        images = _render(shapes, chosen, 500)
+        return HeldOut(images, spec, f"shapes val: {len(chosen)} of {len(shapes)} held-out indices")
+    folder = FolderDataset(Path(spec).expanduser(), "val", image_size=info.height, channels=info.channels)
+    picks = np.sort(rng.choice(len(folder), size=min(n, len(folder)), replace=False))
+    images = torch.stack([folder[int(i)] for i in picks]).numpy()
+    return HeldOut(images, spec, f"folder {spec} val: {len(picks)} of {len(folder)} images")
+
+
+def _shapes_val(info: ModelInfo) -> ShapesDataset:
+    """The shapes validation split rendered at the model's size (gray repeated to 3 channels if needed)."""
+    from training.data import ShapesDataset
+
+    return ShapesDataset("val", image_size=info.height, channels=info.channels)
+
+
+def _render(shapes: ShapesDataset, indices: np.ndarray, batch: int) -> np.ndarray:
+    """Render flat shapes indices `[N]` in chunks: float32 `[N, C, S, S]`."""
+    parts = [shapes.images(c).numpy() for c in np.array_split(indices, max(1, len(indices) // batch))]
+    return np.concatenate(parts)
 
 
 def batched(fn: Callable[..., Any], *arrays: np.ndarray, batch_size: int) -> Any:
@@ -285,17 +300,15 @@ def _interpolations(
 
 
 def _mig(backend: Backend, settings: Settings, result: Result) -> None:
-    from training.data import make_dataset
     from training.data.shapes import classes_of
 
-    info = backend.info
-    ds = make_dataset("shapes", "val", image_size=info.height, channels=info.channels)
+    shapes = _shapes_val(backend.info)
     rng = np.random.default_rng([settings.seed, 2])
-    chosen = rng.choice(ds.indices, size=min(settings.mig_n, len(ds)), replace=False)
+    chosen = rng.choice(shapes.indices, size=min(settings.mig_n, len(shapes)), replace=False)
     log(f"MIG: encoding {len(chosen)} held-out shapes")
     means = []
     for part in np.array_split(chosen, max(1, len(chosen) // settings.batch_size)):
-        means.append(backend.encode(ds.images(part).numpy())[0])
+        means.append(backend.encode(shapes.images(part).numpy())[0])
     score, gaps = metrics.mig(np.concatenate(means).astype(np.float64), classes_of(chosen))
     result.metrics["mig"] = score
     result.details["mig_per_factor"] = dict(
@@ -329,17 +342,16 @@ def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
     """Held-out photographs at full size, float32 [C, H, W]: photos' val photos or a folder's val files."""
     from PIL import Image
 
-    from training.data import make_dataset
+    from training.data import FolderDataset, PhotosDataset
 
     if spec == "shapes":
         return []
     mode = "L" if channels == 1 else "RGB"
-    ds = make_dataset(spec, "val", image_size=16, channels=channels, length=1)
     if spec == "photos":
-        pils = [photo.convert(mode) for photo in ds.photos]
+        pils = [photo.convert(mode) for photo in PhotosDataset("val", length=1).photos]
     else:
         pils = []
-        for path in ds.files:
+        for path in FolderDataset(Path(spec).expanduser(), "val", image_size=16).files:
             with Image.open(path) as image:
                 pils.append(image.convert(mode))
     arrays = [np.asarray(pil, dtype=np.float32) / 255.0 for pil in pils]
@@ -420,15 +432,14 @@ def _evaluate_mae(ctx: _Context) -> None:
 
 def _linear_probe(backend: Backend, settings: Settings, result: Result, report_dir: Path | None) -> None:
     from models import build_model, config_from_dict
-    from training.data import make_dataset
     from training.data.shapes import classes_of
 
     info = backend.info
-    ds = make_dataset("shapes", "val", image_size=info.height, channels=info.channels)  # gray repeated to C
+    shapes = _shapes_val(info)
     rng = np.random.default_rng([settings.seed, 3])
-    chosen = rng.choice(ds.indices, size=min(settings.probe_n, len(ds)), replace=False)
+    chosen = rng.choice(shapes.indices, size=min(settings.probe_n, len(shapes)), replace=False)
     labels = classes_of(chosen)[:, 0]  # the `shape` factor: 3 classes
-    images = ds.images(chosen).numpy()
+    images = _render(shapes, chosen, 500)
     n_fit = len(chosen) * 3 // 4
     log(f"linear probe of `shape` on {len(chosen)} held-out shapes ({n_fit} fit, {len(chosen) - n_fit} test)")
 
@@ -489,7 +500,8 @@ def compare(paths: list[Path], spec: str | None, settings: Settings, report_dir:
     data = held_out(spec, reference, settings.n, settings.seed)
     masks = np.random.default_rng([settings.seed, 1])
     names = [_model_name(p) for p in paths]
-    recons, rows = [], []
+    recons: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
     for name, b in zip(names, backends, strict=True):
         mask = None
         if b.info.kind == "mae":
@@ -510,7 +522,10 @@ def compare(paths: list[Path], spec: str | None, settings: Settings, report_dir:
             }
         )
     k = settings.grid_n
-    grid = [np.concatenate([data.images[i : i + 1]] + [r[i : i + 1] for r in recons]) for i in range(k)]
+    grid = [
+        np.concatenate([data.images[i : i + 1]] + [r[i : i + 1] for r in recons])
+        for i in range(min(k, len(data.images)))
+    ]
     report.save_grid(
         report_dir / "compare.png",
         grid,
