@@ -167,11 +167,11 @@ def test_models_listed_with_kind_metrics_provider(page: sync_api.Page, server: s
 
 def test_keyboard_reaches_every_control(page: sync_api.Page, server: str) -> None:
     _loaded(page, server)
-    page.locator("body").focus()
-    reached = set()
+    page.evaluate("""() => { window.reached = []; document.addEventListener('focusin',
+        e => window.reached.push(e.target.id || e.target.dataset.name)); }""")
     for _ in range(90):
         page.keyboard.press("Tab")
-        reached.add(page.evaluate("document.activeElement.id || document.activeElement.dataset.name || ''"))
+    reached = set(page.evaluate("window.reached"))
     wanted = {"api-key", "file-input", "Astronaut", "Heart", "tokens-model", "tokens-code", "token-canvas",
               "codebook-canvas", "tokens-decode", "interp-run", "traverse-run", "sample-run", "mask-canvas",
               "inpaint-run"}
@@ -246,22 +246,32 @@ def test_token_grid_drawn_edited_and_decoded(page: sync_api.Page, server: str, t
     canvas.screenshot(path=str(tmp_path / "tokens_edited.png"))
 
 
+def _model(server: str, name: str) -> dict:
+    return httpx.get(f"{server}/v1/models/{name}").json()
+
+
 def test_inpaint_painted_mask_and_ratio(page: sync_api.Page, server: str, tmp_path: Path) -> None:
     _loaded(page, server)
+    mae = _model(server, "mae")
+    cols = mae["input"]["width"] // mae["patch_size"]
+    rows = mae["input"]["height"] // mae["patch_size"]
+    total = mae["num_patches"]
+    assert rows * cols == total
     canvas = page.locator("#mask-canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
-    # drag along the top row of patches (the tiny MAE: 16x16 pixels, 4x4 patches of 4 px)
-    y = box["y"] + box["height"] / 8
+    # drag along the top row of patches
+    y = box["y"] + box["height"] / (2 * rows)
     page.mouse.move(box["x"] + 2, y)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] - 2, y, steps=8)
+    page.mouse.move(box["x"] + box["width"] - 2, y, steps=2 * cols)
     page.mouse.up()
-    assert page.locator("#inpaint-msg").inner_text() == "4 patches marked for removal."
+    assert page.locator("#inpaint-msg").inner_text() == f"{cols} patches marked for removal."
     result = page.locator("#inpaint-result")
+    caption = page.locator("#inpaint-caption")
     page.click("#inpaint-run")
     page.wait_for_function("document.querySelector('#inpaint-caption').textContent.includes('patches')")
-    assert page.locator("#inpaint-caption").inner_text().startswith("Inpainted · 4/16 patches")
+    assert caption.inner_text().startswith(f"Inpainted · {cols}/{total} patches")  # the service's mask
     painted_src = result.get_attribute("src")
     shot = _shot(result, tmp_path / "inpaint_painted.png")
     assert _shows(shot, _png_of(painted_src)) < 12 and _checkerboard(shot) > 40
@@ -273,22 +283,26 @@ def test_inpaint_painted_mask_and_ratio(page: sync_api.Page, server: str, tmp_pa
     assert page.locator("#inpaint-ratio-out").inner_text() == "50%"
     page.fill("#inpaint-seed", "3")
     page.click("#inpaint-run")
-    page.wait_for_function(
-        "document.querySelector('#inpaint-caption').textContent.includes('/16 patches') &&"
-        "!document.querySelector('#inpaint-caption').textContent.includes('4/16')"
-    )
-    # round(0.5 * 16) patches removed
-    assert page.locator("#inpaint-caption").inner_text().startswith("Inpainted · 8/16 patches")
+    page.wait_for_function(f"!document.querySelector('#inpaint-caption').textContent.includes('{cols}/{total}')")
+    assert caption.inner_text().startswith(f"Inpainted · {round(0.5 * total)}/{total} patches")
     assert result.get_attribute("src") != painted_src
     _shot(page.locator("#inpaint"), tmp_path / "inpaint_ratio.png")
 
 
+def _run_section(page: sync_api.Page, model: tuple[str, str], fields: dict[str, str], button: str,
+                 done: str) -> None:
+    """Check the preselected model (select id, name), fill the fields, press run, wait for `done`."""
+    assert page.locator(model[0]).input_value() == model[1]
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.click(button)
+    page.wait_for_function(done)
+
+
 def test_interpolation_frames_slider_and_animation(page: sync_api.Page, server: str, tmp_path: Path) -> None:
     _loaded(page, server)
-    assert page.locator("#interp-model").input_value() == "vae"
-    page.fill("#interp-steps", "5")
-    page.click("#interp-run")
-    page.wait_for_function("document.querySelectorAll('#interp-strip img').length === 5")
+    _run_section(page, ("#interp-model", "vae"), {"#interp-steps": "5"}, "#interp-run",
+                 "document.querySelectorAll('#interp-strip img').length === 5")
     expected = httpx.post(
         f"{server}/v1/models/vae/interpolate?format=json&steps=5&method=lerp",
         files={
@@ -318,20 +332,17 @@ def test_interpolation_frames_slider_and_animation(page: sync_api.Page, server: 
 
 def test_traversal_grid_and_prior_samples(page: sync_api.Page, server: str, tmp_path: Path) -> None:
     _loaded(page, server)
-    assert page.locator("#traverse-model").input_value() == "beta_vae"
-    page.fill("#traverse-steps", "5")
-    page.click("#traverse-run")
-    page.wait_for_function("document.querySelectorAll('#traverse-grid img').length > 0")
-    # the tiny beta-VAE has 4 latent dimensions: 4 rows of 5
-    assert page.locator("#traverse-grid img").count() == 20
-    assert page.locator("#traverse-grid .row-label").all_inner_texts() == ["z0", "z1", "z2", "z3"]
-    assert page.locator("#traverse-msg").inner_text().startswith("4 of 4 dimensions × 5 values")
+    _run_section(page, ("#traverse-model", "beta_vae"), {"#traverse-steps": "5"}, "#traverse-run",
+                 "document.querySelectorAll('#traverse-grid img').length > 0")
+    # one row of 5 per latent dimension (the page shows at most 10 by default)
+    zdim = _model(server, "beta_vae")["latent"]["shape"][0]
+    rows = min(zdim, 10)
+    assert page.locator("#traverse-grid img").count() == rows * 5
+    assert page.locator("#traverse-grid .row-label").all_inner_texts() == [f"z{d}" for d in range(rows)]
+    assert page.locator("#traverse-msg").inner_text().startswith(f"{rows} of {zdim} dimensions × 5 values")
 
-    assert page.locator("#sample-model").input_value() == "vae"
-    page.fill("#sample-count", "6")
-    page.fill("#sample-seed", "7")
-    page.click("#sample-run")
-    page.wait_for_function("document.querySelectorAll('#sample-grid img').length === 6")
+    _run_section(page, ("#sample-model", "vae"), {"#sample-count": "6", "#sample-seed": "7"}, "#sample-run",
+                 "document.querySelectorAll('#sample-grid img').length === 6")
     expected = httpx.post(f"{server}/v1/models/vae/sample?format=json&n=6&seed=7").json()["images"]
     srcs = page.locator("#sample-grid img").evaluate_all("imgs => imgs.map(i => i.src)")
     assert srcs == ["data:image/png;base64," + e for e in expected]
