@@ -556,7 +556,9 @@ def compare(paths: list[Path], spec: str | None, settings: Settings, report_dir:
 
 
 def _model_name(path: Path) -> str:
-    return Path(path).resolve().name
+    """A short name for a model folder: the artifact's name, or the run's for RUN/checkpoint."""
+    path = Path(path).resolve()
+    return path.parent.name if path.name == "checkpoint" else path.name
 
 
 # ---------------------------------------------------------------------------------------------------
