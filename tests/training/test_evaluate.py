@@ -201,6 +201,7 @@ def test_sweep_trains_evaluates_and_writes_table_and_plot(
     for row in summary["rows"]:
         assert 0.0 <= row["mig"] <= 1.0 and set(row["mig_per_factor"]) == set(ev.SHAPES_FACTORS)
         assert row["recon_bits_per_dim"] + row["kl_bits_per_dim"] == pytest.approx(row["elbo_bits_per_dim"])
+        assert 0 <= row["active_latents"] <= row["latents"] == 4  # tiny preset: 4 latents
     assert json.loads((tmp_path / "sweep.json").read_text())["rows"] == summary["rows"]
     table = (tmp_path / "sweep.md").read_text()
     assert "| 1 |" in table and "| 4 |" in table and "Chosen: beta =" in table
