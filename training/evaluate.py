@@ -613,13 +613,15 @@ def replace_figures_section(card: str, section: str) -> str:
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line through UserError, not argparse's usage + exit
-        raise UserError(f"evaluate: {message}")
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one-line UserErrors named after the command (`prog`'s last word)."""
+
+    def error(self, message: str) -> Any:  # not argparse's usage + exit(2): __main__ prints one line
+        raise UserError(f"{self.prog.split()[-1]}: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", type=Path, help="a checkpoint folder (torch)")
     p.add_argument("--artifact", type=Path, help="an exported artifact folder (ONNX Runtime)")
     p.add_argument(

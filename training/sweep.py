@@ -17,7 +17,6 @@ and reconstruction did worsen with beta at this training length is read off the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from training import report
 from training.backends import TorchBackend
 from training.errors import UserError
-from training.evaluate import Settings, evaluate, held_out
+from training.evaluate import OneLineParser, Settings, evaluate, held_out
 
 # A latent whose mean KL to the prior is below this carries (almost) no information: posterior collapse.
 ACTIVE_KL_NATS = 0.01
@@ -164,11 +163,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line through UserError, not argparse's usage + exit
-        raise UserError(f"sweep: {message}")
-
-
 def _betas(text: str) -> list[float]:
     try:
         betas = [float(b) for b in text.split(",") if b.strip()]
@@ -180,7 +174,7 @@ def _betas(text: str) -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    p = _Parser(prog="python -m training sweep", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m training sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--betas", required=True, help="comma-separated, e.g. 1,2,4,8")
     p.add_argument("--steps", type=int, required=True, help="training steps per beta")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"))
