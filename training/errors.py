@@ -4,6 +4,9 @@
 everything else that escapes is a bug and keeps its traceback.
 """
 
+import argparse
+from typing import NoReturn
+
 
 class UserError(Exception):
     """A mistake in the user's input (a path, a flag, a config file, a checkpoint), told in one line."""
@@ -15,3 +18,10 @@ class UserError(Exception):
 
 class NonFiniteLoss(UserError):
     """Training diverged (NaN or infinite loss or gradient); the last good checkpoint is kept."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one-line UserErrors named after the command (`prog`'s last word)."""
+
+    def error(self, message: str) -> NoReturn:  # not argparse's usage + exit(2): __main__ prints one line
+        raise UserError(f"{self.prog.split()[-1]}: {message}")

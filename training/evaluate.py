@@ -37,7 +37,7 @@ import torch
 
 from training import baselines, metrics, report
 from training.backends import Backend, ModelInfo, OnnxBackend, TorchBackend
-from training.errors import UserError
+from training.errors import OneLineParser, UserError
 
 if TYPE_CHECKING:
     from training.data import ShapesDataset
@@ -611,13 +611,6 @@ def replace_figures_section(card: str, section: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Command line
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes are one-line UserErrors named after the command (`prog`'s last word)."""
-
-    def error(self, message: str) -> Any:  # not argparse's usage + exit(2): __main__ prints one line
-        raise UserError(f"{self.prog.split()[-1]}: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:

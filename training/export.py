@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from models import MAE, VAE, VQVAE
 from training.checkpoint import MODEL_FILE, load_model, resolve_checkpoint
-from training.errors import UserError
+from training.errors import OneLineParser, UserError
 
 FORMAT_VERSION = 1
 OPSET = 17
@@ -553,13 +553,8 @@ def model_card(
 
 
 # --- command line -----------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line through UserError, not argparse's usage + exit
-        raise UserError(f"export: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m training export",
+    p = OneLineParser(prog="python -m training export",
                 description="Export a checkpoint to an ONNX artifact folder and/or a Triton model repository")
     p.add_argument("checkpoint", nargs="?", type=Path, help="run folder or its checkpoint/ folder")
     p.add_argument("--out", type=Path, help="artifact folder to write (artifacts/<name>)")

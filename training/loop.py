@@ -37,7 +37,7 @@ from training.config import (
 )
 from training.data import BUILTIN, ImageDataset, default_channels, make_dataset
 from training.distributed import ShardSampler, World
-from training.errors import NonFiniteLoss, UserError
+from training.errors import NonFiniteLoss, OneLineParser, UserError
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -428,15 +428,8 @@ def _tensorboard_writer(out: Path) -> Any:
 
 
 # --- command line ---------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit 2 via training.__main__) instead of printing usage."""
-
-    def error(self, message: str) -> Any:
-        raise UserError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m training train",
         description="Train an autoencoder. Settings: defaults < --config FILE < flags.",
         argument_default=argparse.SUPPRESS,  # only the flags given override the file

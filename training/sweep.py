@@ -17,6 +17,7 @@ and reconstruction did worsen with beta at this training length is read off the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,8 +25,8 @@ from typing import Any
 
 from training import report
 from training.backends import TorchBackend
-from training.errors import UserError
-from training.evaluate import OneLineParser, Settings, evaluate, held_out
+from training.errors import OneLineParser, UserError
+from training.evaluate import Settings, evaluate, held_out
 
 # A latent whose mean KL to the prior is below this carries (almost) no information: posterior collapse.
 ACTIVE_KL_NATS = 0.01
@@ -62,8 +63,12 @@ def run_sweep(
             batch_size=batch_size, lr=lr, seed=seed, device=device, out=str(run_dir), val_every=0,
             checkpoint_every=0, val_images=min(256, settings.n), quiet=True,
         )  # fmt: skip
-        log(f"beta={beta:g}: training {steps} steps into {run_dir}")
-        checkpoint = train(config, command=["python", "-m", "training", "sweep", f"--betas={beta:g}"])
+        checkpoint = _finished_run(run_dir, config)
+        if checkpoint is None:
+            log(f"beta={beta:g}: training {steps} steps into {run_dir}")
+            checkpoint = train(config, command=["python", "-m", "training", "sweep", f"--betas={beta:g}"])
+        else:
+            log(f"beta={beta:g}: {run_dir} already holds this run, finished; evaluating it")
         backend = TorchBackend.from_checkpoint(Path(checkpoint))
         log(f"beta={beta:g}: evaluating on held-out shapes")
         data = held_out("shapes", backend, settings.n, settings.seed)
@@ -91,6 +96,28 @@ def run_sweep(
     )  # fmt: skip
     summary["files"] = [str(out / name) for name in ("sweep.json", "sweep.md", "sweep.png")]
     return summary
+
+
+def _finished_run(run_dir: Path, config: Any) -> Path | None:
+    """The checkpoint of a finished run in `run_dir` trained exactly as `config` asks, else None.
+
+    A sweep is hours of CPU; rerunning it (a new beta, a lost plot) should not retrain what is done.
+    Only the settings that shape the weights are compared, not the run's logging options.
+    """
+    from training.checkpoint import read_state, resolve_checkpoint
+
+    try:
+        state = read_state(run_dir)
+    except UserError:
+        return None
+    done = state["train_config"]
+    wanted = dataclasses.asdict(config)
+    same = ("model", "data", "preset", "steps", "batch_size", "lr", "seed")
+    if any(done.get(k) != wanted[k] for k in same) or state.get("step") != config.steps:
+        return None
+    if float(done.get("overrides", {}).get("beta", -1)) != float(wanted["overrides"]["beta"]):
+        return None
+    return resolve_checkpoint(run_dir)
 
 
 def trend(values: list[float], tol: float = 1e-6) -> str:

@@ -208,6 +208,16 @@ def test_sweep_trains_evaluates_and_writes_table_and_plot(
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "beta_4" / "report" / "traversals.png").is_file()
 
+    # A rerun reuses the finished runs instead of retraining them; a changed setting retrains.
+    weights = tmp_path / "beta_4" / "checkpoint" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert cli(["sweep", *argv, "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == summary["rows"]
+    assert weights.stat().st_mtime_ns == before
+    argv[argv.index("--steps") + 1] = "3"
+    assert cli(["sweep", *argv, "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+
 
 def test_sweep_summary_reports_the_trends_it_measured() -> None:
     from training.sweep import summarize

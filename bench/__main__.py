@@ -1,0 +1,298 @@
+"""`python -m bench <command>`: engine, service, training, coldstart, profile, report, or all of them.
+
+    python -m bench all --artifacts artifacts --out bench/results       # the full run (~12 min, 2 cores)
+    python -m bench all --artifacts artifacts --out /tmp/smoke --smoke  # seconds: keeps the code working
+
+Each command writes `<out>/<command>.json`; `report` (run last by `all`) writes `<out>/results.md`,
+`<out>/plot.png` and the figures section of `--doc` (docs/PERFORMANCE.md by default for `all`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+from bench.environment import REPO, describe, read_results, write_result
+
+KINDS = ("vae", "beta_vae", "vqvae", "mae")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+# Full-run defaults and the --smoke ones (seconds-long; tiny artifacts).
+FULL: dict[str, Any] = dict(
+    batches=(1, 4, 16, 64, 256),
+    seconds=0.5,
+    duration=10.0,
+    warmup=2.0,
+    concurrency=(1, 8, 16, 64),
+    bulk_sizes=(64, 256),
+    bulk_concurrency=2,
+    naive_concurrency=(64,),
+    noop_concurrency=(1, 8, 16, 64),
+    engine_seconds=0.5,
+    min_requests=3,
+    train_steps=8,
+    train_skip=2,
+    train_batch=32,
+    preset="default",
+    repeats=3,
+    profile_seconds=8.0,
+)
+SMOKE: dict[str, Any] = dict(
+    batches=(1, 8),
+    seconds=0.05,
+    duration=1.0,
+    warmup=0.2,
+    concurrency=(1, 16, 64),
+    bulk_sizes=(8,),
+    bulk_concurrency=1,
+    naive_concurrency=(64,),
+    noop_concurrency=(16,),
+    engine_seconds=0.05,
+    min_requests=1,
+    train_steps=3,
+    train_skip=1,
+    train_batch=4,
+    preset="tiny",
+    repeats=1,
+    profile_seconds=1.0,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "command", choices=("engine", "service", "training", "coldstart", "profile", "report", "all")
+    )
+    p.add_argument("--artifacts", type=Path, default=REPO / "artifacts", help="folder of artifact folders")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results go")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime and torch device")
+    p.add_argument("--model", default="vqvae", help="the model measured over HTTP (service, profile)")
+    p.add_argument(
+        "--runs", type=Path, default=REPO / "runs", help="checkpoints runs/<name>/ for torch weights"
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="seconds-long settings (CI); defaults below are FULL's"
+    )
+    p.add_argument("--doc", type=Path, default=None, help="update this doc's figures section (report, all)")
+    p.add_argument("--no-doc", action="store_true", help="all: do not touch docs/PERFORMANCE.md")
+    g = p.add_argument_group("engine")
+    g.add_argument("--batches", type=_ints, help=f"batch sizes (default {FULL['batches']})")
+    g.add_argument("--seconds", type=float, help="timed seconds per (graph, runtime, batch); 3 runs at least")
+    g.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs and their parity gate")
+    g = p.add_argument_group("service")
+    g.add_argument("--duration", type=float, help="measured seconds per load scenario")
+    g.add_argument("--warmup", type=float, help="unmeasured seconds before each scenario")
+    g.add_argument("--concurrency", type=_ints, help="single-image clients")
+    g.add_argument("--bulk-sizes", type=_ints, help="images per bulk tokens request ('' for none)")
+    g.add_argument("--naive-concurrency", type=_ints, help="naive baseline clients ('' for none)")
+    g.add_argument("--noop-concurrency", type=_ints, help="no-op endpoint clients ('' for none)")
+    g.add_argument("--workers", type=_ints, default=(1,), help="uvicorn worker counts (one start each)")
+    g.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
+    g = p.add_argument_group("training")
+    g.add_argument("--kinds", type=_words, default=KINDS)
+    g.add_argument("--preset", help="model preset (default: default; --smoke: tiny)")
+    g.add_argument("--train-steps", type=int)
+    g.add_argument("--train-batch", type=int)
+    g = p.add_argument_group("coldstart and profile")
+    g.add_argument("--repeats", type=int, help="service starts to time")
+    g.add_argument("--profile-seconds", type=float)
+    return p
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """FULL or SMOKE, with every option given on the command line on top."""
+    base = dict(SMOKE if args.smoke else FULL)
+    for key in base:
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    return base
+
+
+def cmd_engine(args: argparse.Namespace, s: dict[str, Any]) -> Path:
+    from bench import fp16, photos
+    from bench.engine import bench_artifact
+
+    env = describe()
+    rows, weights, gates, kept = [], {}, {}, {}
+    for folder in _folders(args):
+        files = None
+        if not args.no_fp16:
+            files, kept[folder.name] = fp16.convert_artifact(folder, args.out / "work" / "fp16")
+            m = _input(folder)
+            gates[folder.name] = fp16.gate(folder, files, photos.arrays(64, *m), args.provider)
+        mine, weights[folder.name] = bench_artifact(
+            folder,
+            runs=args.runs,
+            batches=s["batches"],
+            seconds=s["seconds"],
+            device=args.provider,
+            torch_dtypes=("fp32", "bf16") if args.provider == "cuda" else ("fp32",),
+            fp16_graphs=files,
+        )
+        rows += mine
+        _say(f"engine: {folder.name} done ({len(mine)} rows)")
+    return write_result(
+        args.out,
+        "engine",
+        {
+            "environment": env,
+            "config": {"batches": s["batches"], "seconds": s["seconds"]},
+            "device": args.provider,
+            "rows": rows,
+            "weights": weights,
+            "fp16_gate": gates,
+            "fp16_fp32_nodes": kept,
+        },
+    )
+
+
+def _folders(args: argparse.Namespace) -> list[Path]:
+    from bench.engine import artifact_folders
+
+    found = artifact_folders(args.artifacts)
+    if not found:
+        raise SystemExit(f"error: no artifact folders (<name>/manifest.json) in {args.artifacts}")
+    return found
+
+
+def _input(folder: Path) -> tuple[int, int, int]:
+    import json
+
+    i = json.loads((folder / "manifest.json").read_text())["input"]
+    return i["height"], i["width"], i["channels"]
+
+
+def cmd_service(args: argparse.Namespace, s: dict[str, Any]) -> Path:
+    from bench.service import ServiceConfig, run_service
+
+    _folders(args)
+    cfg = ServiceConfig(
+        artifacts=args.artifacts,
+        model=args.model,
+        provider=args.provider,
+        workers=tuple(args.workers),
+        concurrency=s["concurrency"],
+        bulk_sizes=s["bulk_sizes"],
+        bulk_concurrency=s["bulk_concurrency"],
+        naive_concurrency=s["naive_concurrency"],
+        noop_concurrency=s["noop_concurrency"],
+        duration_s=s["duration"],
+        warmup_s=s["warmup"],
+        min_requests=s["min_requests"],
+        engine_batches=s["batches"],
+        engine_seconds=s["engine_seconds"],
+        server_env=tuple(args.server_env),
+    )
+    return write_result(args.out, "service", run_service(cfg, args.out))
+
+
+def cmd_training(args: argparse.Namespace, s: dict[str, Any]) -> Path:
+    from bench.train_speed import run_training
+
+    env = describe()
+    devices = ("cpu", "cuda") if args.provider == "cuda" else ("cpu",)
+    rows = run_training(
+        args.kinds,
+        preset=s["preset"],
+        steps=s["train_steps"],
+        skip=s["train_skip"],
+        batch_size=s["train_batch"],
+        devices=devices,
+    )
+    return write_result(
+        args.out,
+        "training",
+        {
+            "environment": env,
+            "config": {k: s[k] for k in ("preset", "train_steps", "train_skip", "train_batch")},
+            "rows": rows,
+        },
+    )
+
+
+def cmd_coldstart(args: argparse.Namespace, s: dict[str, Any]) -> Path:
+    from bench.coldstart import run_coldstart
+
+    env = describe()
+    _folders(args)
+    result = run_coldstart(
+        args.artifacts, repeats=s["repeats"], provider=args.provider, work=args.out / "work"
+    )
+    return write_result(args.out, "coldstart", {"environment": env, **result})
+
+
+def cmd_profile(args: argparse.Namespace, s: dict[str, Any]) -> Path:
+    from bench.profiling import run_profile, summary_text
+
+    env = describe()
+    _folders(args)
+    result = run_profile(
+        args.artifacts,
+        args.model,
+        provider=args.provider,
+        seconds=s["profile_seconds"],
+        work=args.out / "work",
+    )
+    (args.out / "profile.md").parent.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile.md").write_text(summary_text(result))
+    return write_result(args.out, "profile", {"environment": env, **result})
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from bench.report import write_report
+
+    results = read_results(args.out)
+    path = write_report(results, args.out, args.doc)
+    for line in targets.lines(targets.evaluate(results)):
+        print(line)
+    return path
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+COMMANDS = {
+    "engine": cmd_engine,
+    "service": cmd_service,
+    "training": cmd_training,
+    "coldstart": cmd_coldstart,
+    "profile": cmd_profile,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    s = settings(args)
+    if args.command == "report":
+        cmd_report(args)
+        return 0
+    if args.command == "all":
+        if args.doc is None and not args.no_doc and not args.smoke:
+            args.doc = REPO / "docs" / "PERFORMANCE.md"
+        for name, command in COMMANDS.items():
+            _say(f"== {name}")
+            _say(f"wrote {command(args, s)}")
+        _say("== report")
+        _say(f"wrote {cmd_report(args)}")
+        return 0
+    _say(f"wrote {COMMANDS[args.command](args, s)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

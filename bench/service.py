@@ -1,0 +1,235 @@
+"""Service benchmark: the real service under load from a separate process, beside the raw engine, the
+naive baseline and the framework's floor, all measured in the same run on the same model.
+
+Scenarios (each a `python -m bench.loadgen` process against a uvicorn subprocess):
+- `single`: one PNG per request to /v1/models/<model>/reconstruct at each concurrency;
+- `bulk`: 64..256 PNGs per request to /v1/models/<model>/tokens (VQ-VAE only);
+- `naive`: bench/naive_app.py (JSON float lists, one session.run per request) at its concurrencies;
+- `noop`: bench/noop_app.py (reads the body, answers a fixed PNG) with the single-image requests.
+The raw engine (bench/pipeline.py) is measured first, in this process, with the service's thread budget.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import photos
+from bench.engine import DEFAULT_BATCHES
+from bench.environment import describe
+from bench.pipeline import engine_rows
+from bench.servers import NAIVE_APP, NOOP_APP, SERVICE_APP, Server
+
+# One boundary for every body, so one Content-Type header serves all requests of a scenario.
+BOUNDARY = "aeserve-bench-6b9d3c0f2e41"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@dataclass
+class ServiceConfig:
+    artifacts: Path  # folder of artifact folders (AESERVE_MODEL_DIR)
+    model: str = "vqvae"  # the model whose reconstruct (and tokens) are measured
+    provider: str = "cpu"  # AESERVE_PROVIDERS for the service and the raw engine
+    workers: tuple[int, ...] = (1,)  # uvicorn worker processes; one service start per value
+    concurrency: tuple[int, ...] = (1, 8, 16, 64)  # single-image clients
+    bulk_sizes: tuple[int, ...] = (64, 256)  # images per /tokens request
+    bulk_concurrency: int = 2  # two bulk requests in flight: one decodes while the other runs
+    naive_concurrency: tuple[int, ...] = (64,)
+    noop_concurrency: tuple[int, ...] = (1, 8, 16, 64)
+    duration_s: float = 10.0  # measured window per scenario
+    warmup_s: float = 2.0
+    min_requests: int = 3  # a scenario runs past duration_s until this many requests were measured
+    engine_batches: tuple[int, ...] = DEFAULT_BATCHES
+    engine_seconds: float = 1.0  # per (operation, batch) of the raw engine
+    server_env: tuple[str, ...] = ()  # extra KEY=VALUE for the service (e.g. AESERVE_MAX_BATCH_SIZE=64)
+
+
+def _multipart(field: str, files: Sequence[bytes]) -> bytes:
+    """A multipart/form-data body (boundary BOUNDARY) with every file under `field`."""
+    boundary = BOUNDARY
+    parts = [
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{i}.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + f
+        + b"\r\n"
+        for i, f in enumerate(files)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+class Payloads:
+    """Request bodies written once under `<out>/payloads/`; `spec(...)` makes a load generator spec."""
+
+    def __init__(self, root: Path, pngs: list[bytes], arrays: Any) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.pngs, self.arrays = pngs, arrays
+
+    def _write(self, name: str, bodies: list[bytes]) -> list[str]:
+        files = []
+        for i, body in enumerate(bodies):
+            path = self.root / f"{name}-{i:03d}.bin"
+            path.write_bytes(body)
+            files.append(str(path))
+        return files
+
+    def single(self) -> list[str]:
+        """One body per photo crop: the field `image` holding one PNG."""
+        return self._write("single", [_multipart("image", [p]) for p in self.pngs])
+
+    def bulk(self, size: int) -> list[str]:
+        """Two bodies of `size` PNGs each under the repeated field `images`."""
+        many = self.pngs * (-(-size // len(self.pngs)) + 1)
+        return self._write(f"bulk{size}", [_multipart("images", many[k : k + size]) for k in (0, 1)])
+
+    def naive(self) -> list[str]:
+        return self._write("naive", [json.dumps({"image": a.tolist()}).encode() for a in self.arrays])
+
+
+def load(
+    server: Server,
+    out: Path,
+    name: str,
+    *,
+    path: str,
+    bodies: list[str],
+    content_type: str | None,
+    images: int,
+    concurrency: int,
+    cfg: ServiceConfig,
+    expect: str,
+) -> dict[str, Any]:
+    """Run one load generator process against `server`; its summary with the scenario's labels."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "path": path,
+        "bodies": bodies,
+        "content_type": content_type or MULTIPART,
+        "images_per_request": images,
+        "concurrency": concurrency,
+        "duration_s": cfg.duration_s,
+        "warmup_s": cfg.warmup_s,
+        "min_requests": cfg.min_requests,
+        "expect_type": expect,
+    }
+    spec_file, result_file = out / f"{name}.spec.json", out / f"{name}.result.json"
+    spec_file.write_text(json.dumps(spec, indent=2))
+    subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", str(spec_file), "--out", str(result_file)], check=True
+    )
+    return json.loads(result_file.read_text())
+
+
+def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
+    """Every scenario; returns the result document (see module docstring)."""
+    env = describe()
+    folder = cfg.artifacts / cfg.model
+    manifest = json.loads((folder / "manifest.json").read_text())
+    h, w, c = manifest["input"]["height"], manifest["input"]["width"], manifest["input"]["channels"]
+    work = out / "work" / "service"
+    payloads = Payloads(work / "payloads", photos.png_crops(32, h, w, c), photos.arrays(32, h, w, c))
+    vq = manifest["kind"] == "vqvae"
+    ops = ("reconstruct", "tokens") if vq else ("reconstruct",)
+    engine = engine_rows(
+        folder,
+        ops,
+        batches=cfg.engine_batches,
+        seconds=cfg.engine_seconds,
+        provider=cfg.provider,
+        pngs=payloads.pngs,
+        arrays=payloads.arrays,
+    )
+    single = payloads.single()
+    service_env = {
+        "AESERVE_MODEL_DIR": str(cfg.artifacts.resolve()),
+        "AESERVE_PROVIDERS": cfg.provider,
+        "AESERVE_MAX_IMAGES": str(max(cfg.bulk_sizes, default=64)),
+    }
+    service_env |= dict(kv.split("=", 1) for kv in cfg.server_env)
+    rows: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []
+    for workers in cfg.workers:
+        env_w = {**service_env, "AESERVE_WORKERS": str(workers)}
+        with Server(SERVICE_APP, env=env_w, workers=workers, log=work / f"service-w{workers}.log") as server:
+            starts.append({"server": "service", "workers": workers, "ready_s": round(server.ready_s or 0, 3)})
+            for conc in cfg.concurrency:
+                r = load(
+                    server,
+                    work,
+                    f"single-w{workers}-c{conc}",
+                    path=f"/v1/models/{cfg.model}/reconstruct",
+                    bodies=single,
+                    content_type=None,
+                    images=1,
+                    concurrency=conc,
+                    cfg=cfg,
+                    expect="image/png",
+                )
+                rows.append({"server": "service", "scenario": "single", "workers": workers, **r})
+            for size in cfg.bulk_sizes if vq else ():
+                bodies = payloads.bulk(size)
+                r = load(
+                    server,
+                    work,
+                    f"bulk{size}-w{workers}",
+                    path=f"/v1/models/{cfg.model}/tokens",
+                    bodies=bodies,
+                    content_type=None,
+                    images=size,
+                    concurrency=cfg.bulk_concurrency,
+                    cfg=cfg,
+                    expect="application/json",
+                )
+                rows.append({"server": "service", "scenario": "bulk", "workers": workers, **r})
+    if cfg.naive_concurrency:
+        with Server(NAIVE_APP, env={"NAIVE_MODEL": str(folder.resolve())}, log=work / "naive.log") as server:
+            bodies = payloads.naive()
+            for conc in cfg.naive_concurrency:
+                r = load(
+                    server,
+                    work,
+                    f"naive-c{conc}",
+                    path="/reconstruct",
+                    bodies=bodies,
+                    content_type="application/json",
+                    images=1,
+                    concurrency=conc,
+                    cfg=cfg,
+                    expect="application/json",
+                )
+                rows.append({"server": "naive", "scenario": "single", "workers": 1, **r})
+    if cfg.noop_concurrency:
+        with Server(NOOP_APP, log=work / "noop.log") as server:
+            for conc in cfg.noop_concurrency:
+                r = load(
+                    server,
+                    work,
+                    f"noop-c{conc}",
+                    path="/noop",
+                    bodies=single,
+                    content_type=None,
+                    images=1,
+                    concurrency=conc,
+                    cfg=cfg,
+                    expect="image/png",
+                )
+                rows.append({"server": "noop", "scenario": "single", "workers": 1, **r})
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    return {
+        "environment": env,
+        "config": config,
+        "model": cfg.model,
+        "kind": manifest["kind"],
+        "input": [c, h, w],
+        "engine": engine,
+        "service": rows,
+        "starts": starts,
+    }

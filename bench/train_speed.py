@@ -1,0 +1,95 @@
+"""Training throughput: images/s per model kind through the real training loop (training.loop.train).
+
+A few optimizer steps per kind at a preset (default: the bundled models' `default`), on the bundled
+models' data (photos; shapes for beta_vae). The first `skip` steps are not timed (allocation, the
+VQ-VAE's k-means start); the final validation and checkpoint happen after the last step and are not
+timed either. CPU runs fp32; CUDA runs fp32 and bf16 autocast (the loop's `amp`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DATA = {"vae": "photos", "beta_vae": "shapes", "vqvae": "photos", "mae": "photos"}
+
+
+def train_rate(
+    kind: str, *, preset: str, steps: int, skip: int, batch_size: int, device: str, amp: bool, seed: int = 0
+) -> dict[str, Any]:
+    """One short run; images/s over the steps after the first `skip`."""
+    import torch
+
+    from training.config import TrainConfig
+    from training.loop import train
+
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-train-{kind}-") as tmp:
+        config = TrainConfig(
+            model=kind,
+            data=DATA[kind],
+            preset=preset,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            amp=amp,
+            out=str(Path(tmp) / "run"),
+            val_every=0,
+            val_images=8,
+            checkpoint_every=0,
+            log_every=0,
+            epoch_crops=max(64, steps * batch_size),
+            workers=0,
+            quiet=True,
+        )
+        if device == "cuda":
+            # time the GPU's work, not the launch queue: sync at every step boundary
+            train(
+                config,
+                callback=lambda step, logs: (torch.cuda.synchronize(), stamps.append(time.perf_counter())),
+            )
+        else:
+            train(config, callback=lambda step, logs: stamps.append(time.perf_counter()))
+    timed = stamps[skip:]
+    seconds = timed[-1] - timed[0]
+    images = batch_size * (len(timed) - 1)
+    return {
+        "kind": kind,
+        "preset": preset,
+        "data": DATA[kind],
+        "device": device,
+        "precision": "bf16 autocast" if amp and device == "cuda" else "fp32",
+        "batch_size": batch_size,
+        "steps_timed": len(timed) - 1,
+        "torch_threads": torch.get_num_threads(),
+        "seconds_per_step": round(seconds / (len(timed) - 1), 4),
+        "images_per_s": round(images / seconds, 2),
+    }
+
+
+def run_training(
+    kinds: Sequence[str], *, preset: str, steps: int, skip: int, batch_size: int, devices: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Rows for every kind x device (x fp32/bf16 on CUDA)."""
+    if steps < skip + 2:
+        raise ValueError(f"steps must be at least skip + 2 = {skip + 2} to time one step")
+    rows = []
+    for device in devices:
+        for amp in (False, True) if device == "cuda" else (False,):
+            for kind in kinds:
+                rows.append(
+                    train_rate(
+                        kind,
+                        preset=preset,
+                        steps=steps,
+                        skip=skip,
+                        batch_size=batch_size,
+                        device=device,
+                        amp=amp,
+                    )
+                )
+    return rows

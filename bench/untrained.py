@@ -1,0 +1,63 @@
+"""`python -m bench.untrained OUT`: the four default-preset models, untrained, exported as artifacts.
+
+For measuring speed where the bundled artifacts are missing (or on a machine without them): random
+weights of the same architecture cost exactly the same time. Uses the export's own graph code and parity
+check (training.export) with no checkpoint and no training run. The
+manifests say `training.step: 0` and `checkpoint_sha256: "untrained"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+# kind -> (data set, model config overrides on top of the default preset), as the bundled models
+BUNDLED = {
+    "vae": ("photos", {"channels": 3, "likelihood": "gaussian"}),
+    "beta_vae": ("shapes", {"channels": 1, "likelihood": "bernoulli"}),
+    "vqvae": ("photos", {}),
+    "mae": ("photos", {}),
+}
+
+
+def export_untrained(kind: str, out: Path, *, preset: str = "default", seed: int = 0) -> Path:
+    """Write `<out>/<kind>/` from a freshly initialised model (torch.manual_seed(seed))."""
+    import torch
+
+    import models
+    from training.export import build_manifest, check_parity, export_graph, kind_export
+
+    data, overrides = BUNDLED[kind]
+    torch.manual_seed(seed)
+    config = models.make_config(kind, preset, **overrides)
+    model = models.build_model(kind, config)
+    spec = kind_export(model)
+    folder = out / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    for graph in spec.graphs:
+        export_graph(graph, folder / f"{graph.name}.onnx", spec.input["height"], spec.input["width"])
+    check_parity(spec.graphs, folder, spec.parity_sizes)
+    for name, array in (spec.arrays or {}).items():
+        np.save(folder / f"{name}.npy", array, allow_pickle=False)
+    state = {"model_config": dataclasses.asdict(config), "train_config": None, "data": data, "step": 0}
+    manifest = build_manifest(kind, kind, spec, folder, state, "untrained")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.untrained", description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--preset", default="default")
+    args = parser.parse_args(argv)
+    for kind in BUNDLED:
+        print(f"wrote {export_untrained(kind, args.out, preset=args.preset)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Each benchmark, run for a second or two on the tiny artifacts through the real CLI (`python -m bench
+all --smoke`): the result files have their fields and sane values. Never a timing threshold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+KINDS = ("beta_vae", "mae", "vae", "vqvae")
+
+
+@pytest.fixture(scope="module")
+def results(
+    tiny_artifacts: Path, tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    runs = tiny_checkpoints["vqvae"].parent.parent  # runs/<kind>/checkpoint: the artifacts' own weights
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "all",
+            "--smoke",
+            "--artifacts",
+            str(tiny_artifacts),
+            "--out",
+            str(out),
+            "--runs",
+            str(runs),
+            "--kinds",
+            "vqvae,mae",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (out / "stdout.txt").write_text(done.stdout)
+    return out
+
+
+def _read(out: Path, section: str) -> dict[str, Any]:
+    data = json.loads((out / f"{section}.json").read_text())
+    assert data["section"] == section
+    env = data["environment"]
+    assert (
+        env["cores"] >= 1
+        and env["python"]
+        and "onnxruntime" in env["versions"]
+        and "numpy" in env["versions"]
+    )
+    assert env["command"].startswith("python -m bench all --smoke")
+    return data
+
+
+def test_engine_covers_every_graph_runtime_and_batch(results: Path, tiny_artifacts: Path) -> None:
+    data = _read(results, "engine")
+    for kind in KINDS:
+        graphs = json.loads((tiny_artifacts / kind / "manifest.json").read_text())["graphs"]
+        for graph in graphs:
+            for runtime in ("ort-fp32", "ort-fp16", "torch-fp32"):
+                rows = [
+                    r
+                    for r in data["rows"]
+                    if (r["model"], r["graph"], r["runtime"]) == (kind, graph, runtime)
+                ]
+                assert sorted(r["batch"] for r in rows) == [1, 8], (kind, graph, runtime)
+                assert all(r["images_per_s"] > 0 and r["latency_ms"] > 0 and r["runs"] >= 1 for r in rows)
+        assert data["weights"][kind].startswith("checkpoint ")  # the checkpoint matched the manifest's sha256
+        gate = data["fp16_gate"][kind]
+        assert isinstance(gate["passed"], bool) and gate["psnr_fp32_db"] > 0
+    assert 0 <= data["fp16_gate"]["vqvae"]["equal_tokens"] <= 1
+
+
+def test_fp16_keeps_the_codebook_lookup_in_fp32(results: Path) -> None:
+    kept = _read(results, "engine")["fp16_fp32_nodes"]["vqvae"]
+    for graph in ("encoder", "decoder_continuous"):
+        assert any("ArgMin" in n for n in kept[graph]) and any("MatMul" in n for n in kept[graph])
+        assert not any("Conv" in n for n in kept[graph])  # the conv stacks do go to fp16
+    assert kept["decoder"] == []  # no quantizer in the token decoder
+
+
+def test_service_scenarios_have_no_errors(results: Path) -> None:
+    data = _read(results, "service")
+    rows = data["service"]
+    got = {(r["server"], r["scenario"], r["concurrency"]) for r in rows}
+    assert {("service", "single", c) for c in (1, 16, 64)} <= got
+    assert {("service", "bulk", 1), ("naive", "single", 64), ("noop", "single", 16)} <= got
+    for r in rows:
+        assert r["requests"] > 0 and r["errors"] == 0 and set(r["statuses"]) == {"200"}, r
+        assert r["images_per_s"] == pytest.approx(r["requests_per_s"] * r["images_per_request"], rel=1e-3)
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["response_bytes_mean"] > 0
+    bulk = next(r for r in rows if r["scenario"] == "bulk")
+    assert bulk["images_per_request"] == 8
+    engine = data["engine"]
+    assert {(r["op"], r["png"]) for r in engine} == {
+        (op, png) for op in ("reconstruct", "tokens") for png in (0, 1)
+    }
+    assert all(r["images_per_s"] > 0 for r in engine)
+    assert data["starts"][0]["ready_s"] > 0
+
+
+def test_training_cold_start_and_profile(results: Path) -> None:
+    rows = _read(results, "training")["rows"]
+    assert [r["kind"] for r in rows] == ["vqvae", "mae"]
+    assert all(r["images_per_s"] > 0 and r["steps_timed"] >= 1 and r["precision"] == "fp32" for r in rows)
+    cold = _read(results, "coldstart")
+    assert cold["models"] == sorted(KINDS) and all(s > 0 for s in cold["ready_s"])
+    profile = _read(results, "profile")
+    ops = profile["ort_operators"]
+    assert {"encoder batch 1", "decoder_continuous batch 32"} <= set(ops)
+    assert all(0 <= o["share"] <= 1 for rows_ in ops.values() for o in rows_)
+    spy = profile["pyspy"]
+    assert "error" in spy or (spy["samples"] > 0 and abs(sum(a["share"] for a in spy["areas"]) - 1) < 0.01)
+    assert profile["load"]["errors"] == 0
+
+
+def test_report_prints_every_target_and_draws_the_plot(results: Path) -> None:
+    stdout = (results / "stdout.txt").read_text()
+    for name in (
+        "concurrency 16 / raw engine best",
+        "bulk tokens / raw engine best",
+        "p50 at concurrency 1",
+        "naive baseline, concurrency 64",
+        "no-op endpoint",
+        "cold start to ready",
+    ):
+        line = next(line for line in stdout.splitlines() if name in line)
+        assert line.split()[0] in ("PASS", "MISS", "reported")
+    text = (results / "results.md").read_text()
+    assert "### Targets" in text and "### Engine" in text and "### Service" in text
+    assert (results / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_replaces_only_the_generated_section(results: Path, tmp_path: Path) -> None:
+    from bench.environment import read_results
+    from bench.report import BEGIN, END, write_report
+
+    doc = tmp_path / "PERF.md"
+    doc.write_text(f"# Title\n\nhand-written\n\n{BEGIN}\nold figures\n{END}\n\ntail\n")
+    write_report(read_results(results), tmp_path / "out", doc)
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nhand-written\n") and text.endswith(f"{END}\n\ntail\n")
+    assert "old figures" not in text and "### Targets" in text and "plot.png" in text
+
+
+def test_load_generator_counts_errors(tmp_path: Path) -> None:
+    from bench.servers import NOOP_APP, Server
+    from bench.service import ServiceConfig, load
+
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"x")
+    cfg = ServiceConfig(artifacts=tmp_path, duration_s=0.5, warmup_s=0.0, min_requests=1)
+    with Server(NOOP_APP, log=tmp_path / "noop.log") as server:
+        r = load(
+            server,
+            tmp_path,
+            "missing",
+            path="/missing",
+            bodies=[str(body)],
+            content_type="text/plain",
+            images=1,
+            concurrency=2,
+            cfg=cfg,
+            expect="image/png",
+        )
+    assert r["requests"] == 0 and r["errors"] > 0 and set(r["statuses"]) == {"404"}
