@@ -5,6 +5,8 @@ one worker task per graph takes the oldest request, gathers later ones with the 
 (never mixing shapes in one batch) until `max_batch_size` items or `max_delay_s`, drops requests whose
 client has gone (cancelled futures), runs the batch in a thread and hands each request its slice. A
 failed batch fails every request in it with the same error. A full queue refuses at once (`Overloaded`).
+A model reload `retire`s the old graph's batcher: it serves what is queued and then stops, restarting
+for a late request that still holds the old model, so a reload never fails a request.
 """
 
 import asyncio
@@ -29,6 +31,8 @@ class BatchObserver(Protocol):
     def observe_batch(self, graph: str, items: int, queue_s: list[float], compute_s: float) -> None: ...
 
     def set_queue_depth(self, graph: str, depth: int) -> None: ...
+
+    def observe_skipped(self, graph: str, requests: int) -> None: ...
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._retired = False
         self.stats = BatcherStats()
 
     @property
@@ -97,9 +102,20 @@ class Batcher:
         """Requests waiting (not yet taken into a batch)."""
         return len(self._pending)
 
+    @property
+    def running(self) -> bool:
+        """The worker task is alive."""
+        return self._worker is not None and not self._worker.done()
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+
+    def retire(self) -> None:
+        """A reload replaced this graph: serve what is queued, then let the worker end (no new work is
+        routed here; a request that looked the old model up before the swap restarts it)."""
+        self._retired = True
+        self._arrived.set()
 
     async def close(self) -> None:
         """Stop the worker; waiting requests fail with NotReady."""
@@ -115,6 +131,9 @@ class Batcher:
 
     async def submit(self, feeds: Feeds) -> Feeds:
         """Queue one request (arrays sharing axis 0) and wait for its outputs (same axis 0)."""
+        if self._retired and not self._closed and (self._worker is None or self._worker.done()):
+            self._worker = None
+            self.start()
         if self._closed or self._worker is None:
             raise NotReady(f"{self.name} is not running")
         items, key = _shape_key(feeds)
@@ -156,9 +175,10 @@ class Batcher:
         taken: list[_Pending] = []
         kept: list[_Pending] = []
         total = 0
+        skipped = 0
         for p in self._pending:
             if p.future.done():  # cancelled: the client is gone
-                self.stats.skipped_cancelled += 1
+                skipped += 1
                 continue
             fits = p.key == key and (not taken or total + p.items <= self.max_batch_size)
             if fits:
@@ -168,11 +188,17 @@ class Batcher:
                 kept.append(p)
         self._pending = kept
         self._report_depth()
+        if skipped:
+            self.stats.skipped_cancelled += skipped
+            if self._observer is not None:
+                self._observer.observe_skipped(self.name, skipped)
         return taken
 
     async def _loop(self) -> None:
         while True:
             while not self._pending:
+                if self._retired:
+                    return
                 self._arrived.clear()
                 await self._arrived.wait()
             first = next((p for p in self._pending if not p.future.done()), None)

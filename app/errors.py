@@ -5,7 +5,9 @@ The core (registry, batcher, imaging, operations) raises these; only `http_statu
 """
 
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 
@@ -115,3 +117,47 @@ def error_response(error: ServiceError, path: str) -> JSONResponse:
     v2 = path.startswith("/v2")
     content = body.v2() if v2 else body.v1()
     return JSONResponse(content, status_code=http_status(error, v2=v2), headers=headers)
+
+
+# The error shapes as OpenAPI schemas, so a client (or a fuzzer checking conformance) knows every answer.
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """/v1 and the operational routes."""
+
+    error: ErrorDetail
+
+
+class V2ErrorResponse(BaseModel):
+    """The Open Inference Protocol's error shape."""
+
+    error: str
+
+
+_WHEN = {
+    400: "Bad request (v2: an invalid tensor, shape or field)",
+    401: "Missing or wrong API key",
+    404: "Unknown model, graph or operation",
+    413: "Body, image or request over a limit",
+    415: "Unsupported body or image type",
+    422: "Invalid input; `field` names it",
+    429: "Overloaded; retry after Retry-After seconds",
+    500: "Inference failed",
+    503: "Model unavailable or service starting",
+}
+
+
+def error_responses(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, in the v1 or v2 shape (429 declares Retry-After)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        model = V2ErrorResponse if v2 else ErrorResponse
+        spec: dict[str, Any] = {"model": model, "description": _WHEN[status]}
+        if status == 429:
+            spec["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}}
+        out[status] = spec
+    return out

@@ -76,6 +76,11 @@ class KindAdapter:
         """The continuous latent of one image of this size (no batch axis)."""
         raise NotImplementedError
 
+    def pixels(self, m: Manifest, input_name: str, shape: list[int]) -> int:
+        """Image pixels (height x width, summed over the batch) that one graph input of this shape
+        stands for: what the request limits (AESERVE_MAX_PIXELS) are checked against before running."""
+        return shape[0] * m.height * m.width
+
     async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -168,6 +173,13 @@ class VQVAEAdapter(KindAdapter):
 
     def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
         return (self.code_dim(m), *self.token_grid(m, height, width))
+
+    def pixels(self, m: Manifest, input_name: str, shape: list[int]) -> int:
+        # Fully convolutional: the size comes from the input. Grids (tokens [N, h, w], z_e [N, D, h, w])
+        # decode to images `downsample` times larger on each side.
+        h, w = shape[-2], shape[-1]
+        scale = 1 if input_name == "image" else self.downsample(m) ** 2
+        return shape[0] * h * w * scale
 
     async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
         return (await model.run("encoder", {"image": x}))["z_e"]

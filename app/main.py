@@ -7,9 +7,11 @@ Models load in the lifespan (never at import); with no configuration the bundled
 import asyncio
 import logging
 import re
+import signal
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, version
+from app.admission import CLIENT_GONE, DisconnectMiddleware, InflightLimitMiddleware
 from app.errors import ErrorBody, ServiceError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
-from app.routes import infer, models, ops, v2
+from app.routes import admin, infer, models, ops, v2
 from app.settings import Settings
 from app.uploads import BodyLimitMiddleware
 
@@ -45,6 +48,7 @@ DESCRIPTION = """Image autoencoders (VAE, β-VAE, VQ-VAE, MAE) exported to ONNX 
 * **/v2**: the Open Inference Protocol (KServe / Triton REST) over the raw graphs, `<model>_<graph>`.
 * Errors: `{"error": {"code", "message", "field"}}` (v2: `{"error": "..."}`).
 * Auth: `Authorization: Bearer <key>` when `AESERVE_API_KEY` is set (health routes are open).
+* Admin: `POST /v1/admin/reload` (or SIGHUP) reloads the models; a version that cannot load is rejected.
 """
 
 
@@ -77,6 +81,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
+            if scope.get(CLIENT_GONE):
+                status = 499  # client closed the request (nginx's code): no response was sent
             route = getattr(scope.get("route"), "path", "unmatched")
             model = _model_label(scope)
             self.metrics.observe_request(route, model, status, seconds)
@@ -135,6 +141,33 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(content, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
+    """SIGHUP reloads the models as POST /v1/admin/reload does; returns the undo. Only the main
+    thread's loop takes signals (uvicorn's, not a test client's), and a signal without a handler
+    would end the process."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await admin.reload_models(app)
+        except Exception:
+            log.exception("reload on SIGHUP failed")
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        running.add(task)  # keep a reference until done
+        task.add_done_callback(running.discard)
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    return undo
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the lifespan starts (raising StartupError to refuse)."""
     settings = settings or Settings()
@@ -145,10 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.configure(settings.log_format, settings.log_level)
         Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow's own bomb guard, behind ours
         registry = await asyncio.to_thread(Registry.load, settings)
-        for model in registry.models.values():
-            metrics.model_ready.labels(model.name).set(1 if model.ready else 0)
-            for g in model.graphs.values():
-                metrics.provider.labels(g.v2_name, g.provider).set(1)
+        admin.publish(registry, metrics)
         registry.start(metrics)
         app.state.registry = registry
         log.info(
@@ -156,16 +186,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             len(registry.models),
             ", ".join(f"{m.name}={'ready' if m.ready else 'unavailable'}" for m in registry.models.values()),
         )
+        undo_sighup = _reload_on_sighup(app)
         try:
             yield
         finally:
+            undo_sighup()
             await registry.stop()
 
     app = FastAPI(title="aeserve", version=version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (models.router, infer.router, v2.health, v2.router, ops.health, ops.router):
+    for router in (models.router, infer.router, v2.health, v2.router, ops.health, ops.router, admin.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -184,6 +216,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_body_bytes,
+        respond=lambda scope, error: error_response(error, scope["path"]),
+    )
+    app.add_middleware(DisconnectMiddleware)
+    app.add_middleware(
+        InflightLimitMiddleware,
+        limit=settings.max_inflight,
+        retry_after_s=settings.retry_after_s,
         respond=lambda scope, error: error_response(error, scope["path"]),
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -54,6 +54,12 @@ class Metrics:
             ["graph", "provider"],
             registry=r,
         )
+        self.skipped = Counter(
+            "aeserve_batch_skipped",
+            "Queued requests dropped before running because their client had gone.",
+            ["graph"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "aeserve_model_ready", "1 when the model serves, 0 when unavailable.", ["model"], registry=r
         )
@@ -66,6 +72,18 @@ class Metrics:
 
     def set_queue_depth(self, graph: str, depth: int) -> None:
         self.queue_depth.labels(graph).set(depth)
+
+    def observe_skipped(self, graph: str, requests: int) -> None:
+        self.skipped.labels(graph).inc(requests)
+
+    def publish_models(self, ready: dict[str, bool], providers: dict[str, str]) -> None:
+        """Model readiness and each graph's provider, replacing what an earlier load published."""
+        self.model_ready.clear()
+        self.provider.clear()
+        for model, is_ready in ready.items():
+            self.model_ready.labels(model).set(1 if is_ready else 0)
+        for graph, provider in providers.items():
+            self.provider.labels(graph, provider).set(1)
 
     def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(route, model, str(status)).inc()

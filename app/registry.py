@@ -6,8 +6,12 @@ Provider choice (`Settings.providers`):
 - `cuda`: refuse to start (StartupError) unless every session runs on CUDA.
 ONNX Runtime falls back to the CPU silently while still listing CUDA as available, so the provider we
 report is `session.get_providers()[0]` of each session, never the requested one.
+
+`Registry.reload` reads the folder again while the old models serve, starts the new ones, and swaps
+both maps in one step of the event loop. A model whose new version cannot load keeps its old version.
 """
 
+import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +25,7 @@ import onnxruntime as ort
 from app.batching import Batcher, BatchObserver, Feeds
 from app.errors import ModelNotFound, NotReady, OperationNotSupported, StartupError
 from app.kinds import ADAPTERS, KindAdapter
-from app.manifest import Manifest, ManifestError, read_manifest, verified_file
+from app.manifest import Manifest, ManifestError, read_manifest, sha256_file, verified_file
 from app.settings import Settings
 
 log = logging.getLogger("app.registry")
@@ -113,6 +117,7 @@ class Model:
     codebook: np.ndarray | None = None
     model_card: str | None = None
     reason: str | None = None
+    fingerprint: str | None = None  # sha256 of manifest.json (which holds every file's sha256)
 
     @property
     def ready(self) -> bool:
@@ -141,9 +146,38 @@ class Model:
         return await g.batcher.submit(feeds)
 
 
+def _fingerprint(folder: Path) -> str | None:
+    try:
+        return sha256_file(folder / "manifest.json")
+    except OSError:
+        return None
+
+
+def _artifact_folders(model_dir: Path) -> list[Path]:
+    """The sub-folders of `model_dir` that hold a manifest.json, sorted by name."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / "manifest.json").exists())
+
+
+def _cuda_fallback(model: Model) -> dict[str, str]:
+    """Graphs of `model` that did not land on CUDA (AESERVE_PROVIDERS=cuda refuses them)."""
+    return {g.v2_name: g.provider for g in model.graphs.values() if g.provider != CUDA}
+
+
+@dataclass
+class ReloadReport:
+    """What a reload did, by model name."""
+
+    loaded: list[str] = field(default_factory=list)  # new or changed, now serving the new version
+    unchanged: list[str] = field(default_factory=list)  # same manifest: the running version kept
+    rejected: dict[str, str] = field(default_factory=dict)  # cannot load: the old version (if any) kept
+    removed: list[str] = field(default_factory=list)  # folder gone: no longer served
+
+
 def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
     """Load one artifact folder; a ManifestError or runtime failure leaves it unavailable."""
-    model = Model(name=folder.name, folder=folder)
+    model = Model(name=folder.name, folder=folder, fingerprint=_fingerprint(folder))
     try:
         manifest = read_manifest(folder)
         model.name = manifest.name
@@ -192,22 +226,18 @@ class Registry:
         self.graphs: dict[str, Graph] = {g.v2_name: g for m in models.values() for g in m.graphs.values()}
         self.executor: ThreadPoolExecutor | None = None
         self.started = False
+        self._observer: BatchObserver | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._retired: list[Batcher] = []
 
     @classmethod
     def load(cls, settings: Settings) -> "Registry":
         """Load every `<model_dir>/<name>/` with a manifest; refuses per the provider and strictness rules."""
         plan = provider_plan(settings.providers)
         models: dict[str, Model] = {}
-        folders = (
-            sorted(p for p in settings.model_dir.iterdir() if p.is_dir())
-            if settings.model_dir.is_dir()
-            else []
-        )
         if not settings.model_dir.is_dir():
             log.warning("model directory %s does not exist; serving no models", settings.model_dir)
-        for folder in folders:
-            if not (folder / "manifest.json").exists():
-                continue
+        for folder in _artifact_folders(settings.model_dir):
             model = _load(folder, settings, plan)
             if model.name in models:
                 model.reason = (
@@ -221,18 +251,24 @@ class Registry:
                 if settings.strict_startup:
                     raise StartupError(f"model {model.name!r} cannot load: {model.reason}")
             if settings.providers == "cuda":
-                wrong = {g.v2_name: g.provider for g in model.graphs.values() if g.provider != CUDA}
+                wrong = _cuda_fallback(model)
                 if wrong:
                     raise StartupError(f"AESERVE_PROVIDERS=cuda but ONNX Runtime fell back for {wrong}")
         return cls(settings, models, ort.get_available_providers())
 
     def start(self, observer: BatchObserver | None = None) -> None:
         """Create the batchers (needs the running event loop)."""
-        s = self.settings
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, min(8, len(self.graphs))), thread_name_prefix="ort"
         )
-        for g in self.graphs.values():
+        self._observer = observer
+        for model in self.models.values():
+            self._start_model(model)
+        self.started = True
+
+    def _start_model(self, model: Model) -> None:
+        s = self.settings
+        for g in model.graphs.values():
             g.batcher = Batcher(
                 g.v2_name,
                 g.session.run,
@@ -241,13 +277,76 @@ class Registry:
                 max_delay_s=s.max_delay_ms / 1000,
                 max_queue=s.max_queue,
                 retry_after_s=s.retry_after_s,
-                observer=observer,
+                observer=self._observer,
             )
             g.batcher.start()
-        self.started = True
+
+    async def reload(self) -> ReloadReport:
+        """Read the model folder again and swap in what changed, atomically; serving goes on meanwhile.
+
+        New and changed models load (and warm up) in a thread; one that cannot load is rejected and its
+        running version keeps serving. Unchanged manifests keep their sessions. Reloads run one at a time.
+        """
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            current = {m.folder.resolve(): m for m in self.models.values()}
+            candidates = await asyncio.to_thread(self._load_changed, current)
+            return self._swap(candidates, current)
+
+    def _load_changed(self, current: dict[Path, Model]) -> list[Model]:
+        plan = provider_plan(self.settings.providers)
+        found: list[Model] = []
+        for folder in _artifact_folders(self.settings.model_dir):
+            old = current.get(folder.resolve())
+            if old is not None and old.ready and old.fingerprint == _fingerprint(folder):
+                found.append(old)
+                continue
+            model = _load(folder, self.settings, plan)
+            wrong = _cuda_fallback(model) if self.settings.providers == "cuda" else {}
+            if wrong:
+                model.reason = f"AESERVE_PROVIDERS=cuda but ONNX Runtime fell back for {wrong}"
+                model.graphs.clear()
+            found.append(model)
+        return found
+
+    def _swap(self, candidates: list[Model], current: dict[Path, Model]) -> ReloadReport:
+        """Build the new maps, then replace both with no await in between (requests see old or new)."""
+        report = ReloadReport()
+        models: dict[str, Model] = {}
+        for model in candidates:
+            old = current.get(model.folder.resolve())
+            if model is old:
+                models[model.name] = model
+                report.unchanged.append(model.name)
+                continue
+            if model.ready and model.name in models:
+                model.reason = f"duplicate model name {model.name!r}"
+                model.graphs.clear()
+            if model.ready:
+                self._start_model(model)
+                models[model.name] = model
+                report.loaded.append(model.name)
+                continue
+            report.rejected[model.name] = str(model.reason)
+            kept = old if old is not None and old.ready else model
+            models.setdefault(kept.name, kept)
+        replaced = [m for m in self.models.values() if models.get(m.name) is not m]
+        self.models = models
+        self.graphs = {g.v2_name: g for m in models.values() for g in m.graphs.values()}
+        report.removed = [m.name for m in replaced if m.name not in models]
+        self._retired = [b for b in self._retired if b.depth or b.running]
+        for m in replaced:
+            for g in m.graphs.values():
+                if g.batcher is not None:
+                    g.batcher.retire()
+                    self._retired.append(g.batcher)
+        return report
 
     async def stop(self) -> None:
         self.started = False
+        for batcher in self._retired:
+            await batcher.close()
         for g in self.graphs.values():
             if g.batcher is not None:
                 await g.batcher.close()

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(default=5.0, ge=0, description="Longest wait for a batch to fill, in ms.")
     max_queue: int = Field(default=256, ge=1, description="Most requests waiting per graph; more -> 429.")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 429.")
+    max_inflight: int = Field(
+        default=256,
+        ge=1,
+        description="Most POST requests being handled at once; more -> 429 before the body is read "
+        "(bounds memory at about max_inflight x max_body_bytes).",
+    )
 
     # Request limits
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest request body in bytes.")

@@ -72,6 +72,11 @@ class Upload:
     json: Any = None
 
     def images(self, name: str, *, required: bool = True) -> list[bytes]:
+        if name in self.fields:
+            raise InvalidInput(
+                f"field {name!r} must be a file (a multipart part with a filename), not a text field",
+                field=name,
+            )
         found = self.files.get(name, [])
         if required and not found:
             raise InvalidInput(f"missing image field {name!r}", field=name)
@@ -101,10 +106,13 @@ async def read_upload(
     *,
     max_images: int,
     raw_field: str = "image",
+    fields: tuple[str, ...] = ("image",),
     allow_json: bool = False,
     allow_empty: bool = False,
 ) -> Upload:
-    """Parse multipart/form-data, a raw image body (stored under `raw_field`) or, where allowed, JSON."""
+    """Parse multipart/form-data, a raw image body (stored under `raw_field`) or, where allowed, JSON.
+    A multipart file under a name other than `fields` is refused (a misspelt field would otherwise be
+    silently ignored by operations whose image is optional)."""
     media = _media_type(request)
     if media == "multipart/form-data":
         try:
@@ -114,6 +122,11 @@ async def read_upload(
         upload = Upload()
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
+                if key not in fields:
+                    raise InvalidInput(
+                        f"unexpected file field {key!r}; this operation takes {', '.join(fields)}",
+                        field=fields[0],  # the field the client most likely meant
+                    )
                 upload.files.setdefault(key, []).append(await value.read())
             else:
                 upload.fields[key] = value
@@ -126,7 +139,7 @@ async def read_upload(
     if allow_json and (media == "application/json" or media.endswith("+json")):
         try:
             return Upload(json=json.loads(await request.body()))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
             raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
     if allow_empty and not await request.body():
         return Upload()

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import imaging
 from app.deps import RegistryDep, SettingsDep, require_api_key
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge, error_responses
 from app.kinds import MAEAdapter, VAEAdapter, VQVAEAdapter
 from app.manifest import Manifest
 from app.operations import (
@@ -35,7 +35,12 @@ from app.registry import Model
 from app.settings import Settings
 from app.uploads import Upload, read_upload
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["operations"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1/models/{name}",
+    tags=["operations"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 404, 413, 415, 422, 429, 500, 503),
+)
 
 FitQuery = Annotated[
     Literal["center-crop", "resize", "pad", "none"],
@@ -150,6 +155,8 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
     if dtype is np.int64:
         if not np.all(a == np.round(a)):
             raise InvalidInput(f"{field} must hold integers", field=field)
+        if np.abs(a).max() >= 2**62:  # would not survive the cast to int64
+            raise InvalidInput(f"{field} holds integers outside the int64 range", field=field)
         return a.astype(np.int64)
     return a.astype(np.float32)
 
@@ -183,6 +190,26 @@ def _check_tokens(tokens: np.ndarray, model: Model, field: str) -> np.ndarray:
     if tokens.min() < 0 or tokens.max() >= k:
         raise InvalidInput(f"{field} holds tokens outside [0, {k})", field=field)
     return tokens
+
+
+def _check_output(
+    model: Model, m: Manifest, settings: Settings, input_name: str, shape: tuple[int, ...]
+) -> None:
+    """The request limits for what a latent or token request will decode, checked before running it:
+    at most MAX_IMAGES images and MAX_PIXELS pixels in all."""
+    assert model.adapter is not None
+    if shape[0] > settings.max_images:
+        raise InvalidInput(
+            f"{shape[0]} {input_name} items in one request; the limit is {settings.max_images}",
+            field=input_name,
+        )
+    pixels = model.adapter.pixels(m, input_name, list(shape))
+    if pixels > settings.max_pixels:
+        raise PayloadTooLarge(
+            f"{input_name} of shape {list(shape)} decodes to {pixels} pixels; "
+            f"the limit is {settings.max_pixels}",
+            field=input_name,
+        )
 
 
 def _psnr(x: float) -> float | None:
@@ -308,6 +335,7 @@ async def decode(
         raise InvalidInput("send a JSON object", field="body")
     if isinstance(adapter, VQVAEAdapter):
         tokens = _check_tokens(_array(upload.json.get("tokens"), "tokens", np.int64), model, "tokens")
+        _check_output(model, m, settings, "tokens", tokens.shape)
         images = await adapter.decode_tokens(model, tokens)
     else:
         z = _array(upload.json.get("latent"), "latent", np.float32)
@@ -317,9 +345,8 @@ async def decode(
             z = z[None]
         if z.ndim != 2 or z.shape[1] != zdim:
             raise InvalidInput(f"latent has shape {given}; expected [{zdim}] or [n, {zdim}]", field="latent")
+        _check_output(model, m, settings, "latent", z.shape)
         images = await adapter.from_latent(model, z)
-    if len(images) > settings.max_images:
-        raise InvalidInput(f"{len(images)} latents; the limit is {settings.max_images}", field="latent")
     if _wants(request, format, "png") == "json":
         return JSONResponse({"images": [_b64png(i) for i in images]})
     return _png(images[0] if len(images) == 1 else imaging.grid(images, math.ceil(math.sqrt(len(images)))))
@@ -381,8 +408,11 @@ async def interpolate_route(
     m, adapter = model.require("interpolate")
     if steps > settings.max_steps:
         raise InvalidInput(f"steps {steps} exceeds the limit {settings.max_steps}", field="steps")
-    upload = await read_upload(request, max_images=settings.max_images, allow_json=True)
+    upload = await read_upload(
+        request, fields=("start", "end"), max_images=settings.max_images, allow_json=True
+    )
     za, zb, fits = await _endpoints(upload, m, model, settings, fit)
+    _check_output(model, m, settings, "z_e" if za.ndim == 3 else "latent", (steps, *za.shape))
     frames = await adapter.from_latent(model, interpolate(za, zb, steps, method))
     headers = _fit_header(fits)
     chosen = _wants(request, format, "png")
@@ -427,7 +457,7 @@ async def inpaint(
     model = registry.get(name)
     m, adapter = model.require("inpaint")
     assert isinstance(adapter, MAEAdapter)
-    upload = await read_upload(request, max_images=settings.max_images)
+    upload = await read_upload(request, fields=("image", "mask"), max_images=settings.max_images)
     x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
     mask_bytes = upload.optional("mask")
     p, length = adapter.patch(m), adapter.num_patches(m)
@@ -499,7 +529,9 @@ async def tokens(
     """How to build a data set for a downstream generator: one token grid per uploaded image."""
     model = registry.get(name)
     m, adapter = model.require("tokens")
-    upload = await read_upload(request, max_images=settings.max_images, raw_field="images")
+    upload = await read_upload(
+        request, fields=("images", "image"), max_images=settings.max_images, raw_field="images"
+    )
     x, fitted = await _fitted(_many(upload), m, model, settings, fit, "images")
     grids = (await adapter.encode(model, x))["tokens"]
     fits = [f.description for f in fitted]
@@ -574,8 +606,9 @@ async def traverse_route(
         raise InvalidInput(f"dims must lie in [0, {zdim})", field="dims")
     upload = await read_upload(request, max_images=settings.max_images, allow_empty=True)
     fits: list[str] = []
-    if upload.files:
-        x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+    image = upload.optional("image")
+    if image is not None:
+        x, fitted = await _fitted([image], m, model, settings, fit, "image")
         z0 = (await adapter.to_latent(model, x))[0]
         fits = [fitted[0].description]
     else:
@@ -628,9 +661,16 @@ async def score(
     says which."""
     model = registry.get(name)
     m, adapter = model.require("score")
-    upload = await read_upload(request, max_images=settings.max_images)
-    x, fitted = await _fitted(_many(upload), m, model, settings, fit, "image")
+    upload = await read_upload(request, fields=("image", "images"), max_images=settings.max_images)
     k = samples if samples is not None else (4 if isinstance(adapter, MAEAdapter) else 0)
+    count = len(_many(upload))
+    if count * max(k, 1) > settings.max_images:  # every sample is one more image through the graph
+        raise InvalidInput(
+            f"{count} images x {max(k, 1)} samples = {count * max(k, 1)} model inputs; "
+            f"the limit is {settings.max_images}",
+            field="samples",
+        )
+    x, fitted = await _fitted(_many(upload), m, model, settings, fit, "image")
     result = await adapter.score(model, x, samples=k, seed=seed)
     return {
         "scores": result.values.tolist(),

@@ -8,9 +8,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from app.deps import RegistryDep, require_api_key
+from app.errors import error_responses
 from app.registry import Model
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["models"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 404, 422, 503),
+)
 
 
 def model_info(model: Model) -> dict[str, Any]:

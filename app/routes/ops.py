@@ -14,11 +14,13 @@ from fastapi.responses import Response
 
 from app import version
 from app.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key
-from app.errors import NotReady
+from app.errors import NotReady, error_responses
 from app.metrics import CONTENT_TYPE_LATEST
 
-health = APIRouter(tags=["health"])
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+health = APIRouter(tags=["health"], responses=error_responses(503))
+router = APIRouter(
+    tags=["operations"], dependencies=[Depends(require_api_key)], responses=error_responses(401)
+)
 
 
 @health.get("/healthz", summary="Liveness (no API key)")

@@ -7,6 +7,7 @@ goes through the same batchers as v1. Errors are {"error": "<message>"}.
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,16 +15,22 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app import version
-from app.deps import RegistryDep, require_api_key
-from app.errors import InvalidInput, NotReady
+from app.deps import RegistryDep, SettingsDep, require_api_key
+from app.errors import InvalidInput, NotReady, PayloadTooLarge, error_responses
 from app.manifest import TensorSpec
-from app.registry import Graph
+from app.registry import Graph, Registry
+from app.settings import Settings
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
 
-health = APIRouter(prefix="/v2/health", tags=["v2"])
-router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[Depends(require_api_key)])
+health = APIRouter(prefix="/v2/health", tags=["v2"], responses=error_responses(503, v2=True))
+router = APIRouter(
+    prefix="/v2",
+    tags=["v2"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(400, 401, 404, 413, 429, 500, 503, v2=True),
+)
 
 
 @health.get("/live", summary="Liveness")
@@ -80,15 +87,45 @@ async def model_ready(graph: str, registry: RegistryDep) -> dict[str, Any]:
     return {"name": g.v2_name, "ready": True}
 
 
+def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
+    params = item.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: parameters must be an object")
+    return params
+
+
+def _check_size(registry: Registry, g: Graph, spec: TensorSpec, shape: list[int], settings: Settings) -> None:
+    """The request limits, from the shape alone (before any tensor is built or run)."""
+    if shape[0] > settings.max_images:
+        raise PayloadTooLarge(
+            f"input {spec.name!r} has a batch of {shape[0]}; the limit is {settings.max_images}"
+        )
+    model = registry.models.get(g.model)
+    if model is not None and model.manifest is not None and model.adapter is not None:
+        pixels = model.adapter.pixels(model.manifest, spec.name, shape)
+        if pixels > settings.max_pixels:
+            raise PayloadTooLarge(
+                f"input {spec.name!r} of shape {shape} stands for {pixels} image pixels; "
+                f"the limit is {settings.max_pixels}"
+            )
+
+
 def _input_array(
-    item: dict[str, Any], spec: TensorSpec, binary: bytes, offset: int
+    item: dict[str, Any],
+    spec: TensorSpec,
+    binary: bytes,
+    offset: int,
+    check: Callable[[TensorSpec, list[int]], None],
 ) -> tuple[np.ndarray, int]:
-    """One request tensor as an array checked against the graph's input; returns it and the new offset."""
+    """One request tensor as an array checked against the graph's input; returns it and the new offset.
+    `check(spec, shape)` enforces the size limits once the shape is known to be well formed."""
     name = spec.name
     datatype = item.get("datatype")
-    if datatype not in DATATYPES or DATATYPES[datatype] != np.dtype(spec.dtype):
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None or dtype != np.dtype(spec.dtype):
         raise InvalidInput(f"input {name!r} must have datatype {_BY_DTYPE.get(spec.dtype)}, got {datatype!r}")
-    dtype = DATATYPES[datatype]
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidInput(f"input {name!r} needs a shape of non-negative integers")
@@ -99,24 +136,40 @@ def _input_array(
         raise InvalidInput(f"input {name!r} has shape {shape}; the graph expects {expected}")
     if shape[0] < 1:
         raise InvalidInput(f"input {name!r} needs a batch of at least 1")
+    check(spec, shape)
     count = int(np.prod(shape))
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
         if size != count * dtype.itemsize or offset + size > len(binary):
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {size} does not fit shape {shape} or the body"
             )
         array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
-        return array.reshape(shape).astype(dtype), offset + size
-    try:
-        array = np.asarray(item.get("data"), dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"input {name!r}: data is not a list of {datatype} values") from exc
-    if array.size != count:
-        raise InvalidInput(f"input {name!r}: {array.size} values for shape {shape}")
+        offset += size
+    else:
+        try:
+            array = np.asarray(item.get("data"), dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput(f"input {name!r}: data is not a list of {datatype} values") from exc
+        if array.size != count:
+            raise InvalidInput(f"input {name!r}: {array.size} values for shape {shape}")
     if dtype == np.float32 and not np.all(np.isfinite(array)):
         raise InvalidInput(f"input {name!r} contains NaN or infinite values")
-    return array.reshape(shape), offset
+    return array.reshape(shape).astype(dtype), offset
+
+
+def _check_tokens(registry: Registry, g: Graph, feeds: dict[str, np.ndarray]) -> None:
+    """Token ids (the INT64 inputs of a model with a codebook) must lie in [0, K): out of range, the
+    graph's codebook lookup would fail inside ONNX Runtime, a client's error reported as a server's."""
+    model = registry.models.get(g.model)
+    if model is None or model.codebook is None:
+        return
+    k = len(model.codebook)
+    for name, array in feeds.items():
+        if array.dtype == np.int64 and array.size and (array.min() < 0 or array.max() >= k):
+            raise InvalidInput(f"input {name!r} holds token ids outside [0, {k})")
 
 
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -128,11 +181,78 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
         json_part, binary = body, b""
     try:
         doc = json.loads(json_part)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"the inference request is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise InvalidInput("the inference request needs an 'inputs' list")
+    _parameters(doc, "the request")
+    if "id" in doc and not isinstance(doc["id"], str):
+        raise InvalidInput("'id' must be a string")
+    for key in ("inputs", "outputs"):
+        tensors = doc.get(key) or []
+        if not isinstance(tensors, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors
+        ):
+            raise InvalidInput(f"'{key}' must be a list of objects, each with a string 'name'")
+        names = [t["name"] for t in tensors]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"'{key}' names a tensor twice")
+        for t in tensors:
+            _parameters(t, f"{key[:-1]} {t['name']!r}")
     return doc, binary
+
+
+_INFER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+                    "data": {"type": "array", "items": {}},
+                    "parameters": {"type": "object"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+}
+_TENSOR_OUT = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array", "items": {}},
+        "parameters": {"type": "object"},
+    },
+}
+_INFER_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _TENSOR_OUT},
+    },
+}
 
 
 @router.post(
@@ -142,14 +262,23 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
+                "application/json": {"schema": _INFER_SCHEMA},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+    responses={
+        200: {
+            "description": "JSON outputs, or the JSON header then raw output bytes (binary_data)",
+            "content": {
+                "application/json": {"schema": _INFER_RESPONSE},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
         }
     },
 )
 @router.post("/models/{graph}/versions/{version}/infer", include_in_schema=False)
-async def infer(graph: str, request: Request, registry: RegistryDep) -> Response:
+async def infer(graph: str, request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
     """Inputs are checked by name, datatype and shape against the graph, batched with other requests,
     and the outputs returned as JSON data or, when asked (binary_data / binary_data_output), as raw
     little-endian bytes after the JSON header."""
@@ -157,7 +286,7 @@ async def infer(graph: str, request: Request, registry: RegistryDep) -> Response
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
     doc, binary = _parse(await request.body(), request.headers.get("inference-header-content-length"))
-    items = {str(i.get("name")): i for i in doc["inputs"] if isinstance(i, dict)}
+    items = {i["name"]: i for i in doc["inputs"]}
     specs = {t.name: t for t in g.spec.inputs}
     unknown = sorted(set(items) - set(specs))
     missing = sorted(set(specs) - set(items))
@@ -165,19 +294,24 @@ async def infer(graph: str, request: Request, registry: RegistryDep) -> Response
         raise InvalidInput(f"{graph} takes inputs {sorted(specs)}; unknown {unknown}, missing {missing}")
     feeds: dict[str, np.ndarray] = {}
     offset = 0
+
+    def check(spec: TensorSpec, shape: list[int]) -> None:
+        _check_size(registry, g, spec, shape, settings)
+
     for item in doc["inputs"]:  # binary chunks follow the order of the inputs
-        feeds[item["name"]], offset = _input_array(item, specs[item["name"]], binary, offset)
+        feeds[item["name"]], offset = _input_array(item, specs[item["name"]], binary, offset, check)
+    _check_tokens(registry, g, feeds)
     outputs = await g.batcher.submit(feeds)
     return _response(g, doc, outputs)
 
 
 def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
-    default_binary = bool((doc.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_parameters(doc, "the request").get("binary_data_output", False))
     wanted = doc.get("outputs") or [{"name": n} for n in outputs]
     results: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for out in wanted:
-        name = out.get("name") if isinstance(out, dict) else None
+        name = out["name"]
         if name not in outputs:
             raise InvalidInput(f"{g.v2_name} has no output {name!r}; outputs: {sorted(outputs)}")
         array = outputs[name]
@@ -186,7 +320,7 @@ def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> 
             "datatype": _BY_DTYPE[str(array.dtype)],
             "shape": list(array.shape),
         }
-        if bool((out.get("parameters") or {}).get("binary_data", default_binary)):
+        if bool(_parameters(out, f"output {name!r}").get("binary_data", default_binary)):
             blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
             meta["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
