@@ -64,7 +64,7 @@ async def _client(
 ) -> None:
     begin = start + spec["warmup_s"]
     end, hard_end = begin + spec["duration_s"], begin + 5 * spec["duration_s"]
-    expect, wanted = spec.get("expect_type"), spec.get("min_requests", 1)
+    expect, wanted = spec.get("expect_type") or "", spec.get("min_requests", 1)
     i = index
     reader = writer = None
     while True:

@@ -37,7 +37,7 @@ class DirectRunner:
         self.provider = next(iter(self.sessions.values())).provider
 
     async def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.sessions[graph].run(feeds)  # type: ignore[no-any-return]
+        return self.sessions[graph].run(feeds)
 
 
 def operation(runner: DirectRunner, op: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -181,7 +181,7 @@ def markdown(results: dict[str, dict[str, Any]], plot: str | None) -> str:
                 [
                     t["name"],
                     t["measured"],
-                    f"{t['rule']} {t['target']:g} {t['unit']}" if t["passed"] is not None else "–",
+                    f"{t['rule']} {t['target']:g} {t['unit']}" if t["target"] is not None else "–",
                     targets_mod.verdict(t),
                     t["note"],
                 ]

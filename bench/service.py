@@ -156,72 +156,76 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
     service_env |= dict(kv.split("=", 1) for kv in cfg.server_env)
     rows: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []
-    for workers in cfg.workers:
-        env_w = {**service_env, "AESERVE_WORKERS": str(workers)}
-        with Server(SERVICE_APP, env=env_w, workers=workers, log=work / f"service-w{workers}.log") as server:
-            starts.append({"server": "service", "workers": workers, "ready_s": round(server.ready_s or 0, 3)})
-            for conc in cfg.concurrency:
-                r = load(
+
+    def scenario(
+        server: Server,
+        label: str,
+        workers: int,
+        kind: str,
+        name: str,
+        path: str,
+        bodies: list[str],
+        images: int,
+        concurrency: int,
+        expect: str,
+        ctype: str | None = None,
+    ) -> None:
+        r = load(server, work, name, path=path, bodies=bodies, content_type=ctype, images=images,
+                 concurrency=concurrency, cfg=cfg, expect=expect)  # fmt: skip
+        rows.append({"server": label, "scenario": kind, "workers": workers, **r})
+
+    base = f"/v1/models/{cfg.model}"
+    for w in cfg.workers:
+        env_w = {**service_env, "AESERVE_WORKERS": str(w)}
+        with Server(SERVICE_APP, env=env_w, workers=w, log=work / f"service-w{w}.log") as server:
+            starts.append({"server": "service", "workers": w, "ready_s": round(server.ready_s or 0, 3)})
+            for c in cfg.concurrency:
+                scenario(
                     server,
-                    work,
-                    f"single-w{workers}-c{conc}",
-                    path=f"/v1/models/{cfg.model}/reconstruct",
-                    bodies=single,
-                    content_type=None,
-                    images=1,
-                    concurrency=conc,
-                    cfg=cfg,
-                    expect="image/png",
+                    "service",
+                    w,
+                    "single",
+                    f"single-w{w}-c{c}",
+                    f"{base}/reconstruct",
+                    single,
+                    1,
+                    c,
+                    "image/png",
                 )
-                rows.append({"server": "service", "scenario": "single", "workers": workers, **r})
             for size in cfg.bulk_sizes if vq else ():
-                bodies = payloads.bulk(size)
-                r = load(
+                scenario(
                     server,
-                    work,
-                    f"bulk{size}-w{workers}",
-                    path=f"/v1/models/{cfg.model}/tokens",
-                    bodies=bodies,
-                    content_type=None,
-                    images=size,
-                    concurrency=cfg.bulk_concurrency,
-                    cfg=cfg,
-                    expect="application/json",
+                    "service",
+                    w,
+                    "bulk",
+                    f"bulk{size}-w{w}",
+                    f"{base}/tokens",
+                    payloads.bulk(size),
+                    size,
+                    cfg.bulk_concurrency,
+                    "application/json",
                 )
-                rows.append({"server": "service", "scenario": "bulk", "workers": workers, **r})
     if cfg.naive_concurrency:
         with Server(NAIVE_APP, env={"NAIVE_MODEL": str(folder.resolve())}, log=work / "naive.log") as server:
             bodies = payloads.naive()
-            for conc in cfg.naive_concurrency:
-                r = load(
+            for c in cfg.naive_concurrency:
+                scenario(
                     server,
-                    work,
-                    f"naive-c{conc}",
-                    path="/reconstruct",
-                    bodies=bodies,
-                    content_type="application/json",
-                    images=1,
-                    concurrency=conc,
-                    cfg=cfg,
-                    expect="application/json",
+                    "naive",
+                    1,
+                    "single",
+                    f"naive-c{c}",
+                    "/reconstruct",
+                    bodies,
+                    1,
+                    c,
+                    "application/json",
+                    "application/json",
                 )
-                rows.append({"server": "naive", "scenario": "single", "workers": 1, **r})
     if cfg.noop_concurrency:
         with Server(NOOP_APP, log=work / "noop.log") as server:
-            for conc in cfg.noop_concurrency:
-                r = load(
-                    server,
-                    work,
-                    f"noop-c{conc}",
-                    path="/noop",
-                    bodies=single,
-                    content_type=None,
-                    images=1,
-                    concurrency=conc,
-                    cfg=cfg,
-                    expect="image/png",
-                )
-                rows.append({"server": "noop", "scenario": "single", "workers": 1, **r})
+            for c in cfg.noop_concurrency:
+                scenario(server, "noop", 1, "single", f"noop-c{c}", "/noop", single, 1, c, "image/png")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     return {
         "environment": env,

@@ -16,26 +16,132 @@ from bench.engine import best, pick
 
 
 def _target(
-    name: str, measured: float | None, target: float, unit: str, higher: bool, note: str = ""
-) -> dict:
-    passed = None if measured is None else (measured >= target if higher else measured <= target)
+    name: str, measured: float | None, target: float | None, unit: str, rule: str = ">=", note: str = ""
+) -> dict[str, Any]:
+    """A target row; target None means reported without a goal (passed is None)."""
+    if measured is None or target is None:
+        passed = None
+    else:
+        passed = measured >= target if rule == ">=" else measured <= target
     return {
         "name": name,
         "measured": None if measured is None else round(measured, 3),
         "target": target,
         "unit": unit,
-        "rule": ">=" if higher else "<=",
+        "rule": rule,
         "passed": passed,
         "note": note,
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "images_per_s") -> float | None:
+    """a[key] / b[key], or None when either row is missing."""
+    return a[key] / b[key] if a is not None and b is not None and b[key] else None
 
 
-def _get(row: dict[str, Any] | None, key: str) -> float | None:
-    return None if row is None else row.get(key)
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.3f}{unit}"
+
+
+def _single_rows(rows: list[dict[str, Any]], server: str, workers: int = 1) -> list[dict[str, Any]]:
+    return [r for r in rows if (r["server"], r["scenario"], r["workers"]) == (server, "single", workers)]
+
+
+def _service_targets(svc: dict[str, Any], gpu: bool) -> list[dict[str, Any]]:
+    eng, rows = svc["engine"], svc["service"]
+    first = min(svc["config"]["workers"])
+    served = [r for r in rows if r["server"] == "service" and r["workers"] == first]
+    single = _single_rows(rows, "service", first)
+    c1, c16, c64 = (pick(single, concurrency=c) for c in (1, 16, 64))
+    out = []
+    if not gpu:
+        recon, recon_png = best(eng, op="reconstruct", png=False), best(eng, op="reconstruct", png=True)
+        out.append(
+            _target(
+                "single-image reconstruct, concurrency 16 / raw engine best",
+                _ratio(c16, recon),
+                0.85,
+                "ratio",
+                note=f"engine best at batch {recon and recon['batch']}; "
+                f"with PNG decode+encode in the engine: {_fmt(_ratio(c16, recon_png))}",
+            )
+        )
+        lat, lat_png = (pick(eng, op="reconstruct", png=png, batch=1) for png in (False, True))
+        over, over_png = (
+            None if c1 is None or e is None else c1["p50_ms"] - e["latency_ms"] for e in (lat, lat_png)
+        )
+        out.append(
+            _target(
+                "p50 at concurrency 1 minus engine batch-1 latency",
+                over,
+                2.0,
+                "ms",
+                "<=",
+                note=f"p50 {c1 and c1['p50_ms']} ms, engine {lat and lat['latency_ms']} ms; "
+                f"over the engine with PNG: {_fmt(over_png, ' ms')}",
+            )
+        )
+    tokens, tokens_png = best(eng, op="tokens", png=False), best(eng, op="tokens", png=True)
+    if tokens is not None:
+        bulk = max(
+            (r for r in served if r["scenario"] == "bulk"), key=lambda r: r["images_per_s"], default=None
+        )
+        out.append(
+            _target(
+                "bulk tokens / raw engine best",
+                _ratio(bulk, tokens),
+                0.80 if gpu else 0.90,
+                "ratio",
+                note=f"{bulk and bulk['images_per_request']} images per request; "
+                f"with PNG decode in the engine: {_fmt(_ratio(bulk, tokens_png))}",
+            )
+        )
+    naive = pick(_single_rows(rows, "naive"), concurrency=64)
+    out.append(
+        _target(
+            "single-image service / naive baseline, concurrency 64",
+            _ratio(c64, naive),
+            5.0 if gpu else 2.0,
+            "x",
+        )
+    )
+    noop = max(_single_rows(rows, "noop"), key=lambda r: r["requests_per_s"], default=None)
+    for workers in svc["config"]["workers"]:
+        top = max(_single_rows(rows, "service", workers), key=lambda r: r["requests_per_s"], default=None)
+        out.append(
+            _target(
+                f"single-image service ({workers} worker{'s' if workers > 1 else ''}) / no-op endpoint",
+                _ratio(top, noop, "requests_per_s"),
+                None,
+                "ratio",
+                note="reported, no target: best requests/s of each, the no-op is the framework's floor",
+            )
+        )
+    return out
+
+
+def _engine_target(engine: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    """GPU: the served graph (ORT fp32) against torch eager bf16 at batch 256, the worst graph counts."""
+    ratios = []
+    for graph in dict.fromkeys(r["graph"] for r in engine["rows"] if r["model"] == model):
+        mine = {"model": model, "graph": graph, "batch": 256}
+        ratio = _ratio(
+            pick(engine["rows"], runtime="ort-fp32", **mine),
+            pick(engine["rows"], runtime="torch-bf16", **mine),
+        )
+        if ratio is not None:
+            ratios.append((ratio, graph))
+    if not ratios:
+        return []
+    return [
+        _target(
+            "served graph (ORT fp32) / torch eager bf16, batch 256",
+            min(ratios)[0],
+            1.3,
+            "x",
+            note="per graph: " + ", ".join(f"{g} {r:.2f}" for r, g in sorted(ratios)),
+        )
+    ]
 
 
 def evaluate(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,110 +150,9 @@ def evaluate(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     svc = results.get("service")
     gpu = bool(svc and svc["config"]["provider"] == "cuda")
     if svc:
-        eng, rows = svc["engine"], svc["service"]
-        served = [
-            r for r in rows if r["server"] == "service" and r["workers"] == min(svc["config"]["workers"])
-        ]
-        recon, recon_png = best(eng, op="reconstruct", png=False), best(eng, op="reconstruct", png=True)
-        tokens, tokens_png = best(eng, op="tokens", png=False), best(eng, op="tokens", png=True)
-        c16 = pick(served, scenario="single", concurrency=16)
-        c1 = pick(served, scenario="single", concurrency=1)
-        c64 = pick(served, scenario="single", concurrency=64)
-        bulk = max(
-            (r for r in served if r["scenario"] == "bulk"), key=lambda r: r["images_per_s"], default=None
-        )
-        naive = pick([r for r in rows if r["server"] == "naive"], concurrency=64)
-        if not gpu:
-            with_png = _ratio(_get(c16, "images_per_s"), _get(recon_png, "images_per_s"))
-            out.append(
-                _target(
-                    "single-image reconstruct, concurrency 16 / raw engine best",
-                    _ratio(_get(c16, "images_per_s"), _get(recon, "images_per_s")),
-                    0.85,
-                    "ratio",
-                    True,
-                    f"engine best at batch {_get(recon, 'batch')}; with PNG decode+encode in the engine: "
-                    + (f"{with_png:.3f}" if with_png else "n/a"),
-                )
-            )
-            lat1 = pick(eng, op="reconstruct", png=False, batch=1)
-            lat1_png = pick(eng, op="reconstruct", png=True, batch=1)
-            over = None if c1 is None or lat1 is None else c1["p50_ms"] - lat1["latency_ms"]
-            over_png = None if c1 is None or lat1_png is None else c1["p50_ms"] - lat1_png["latency_ms"]
-            out.append(
-                _target(
-                    "p50 at concurrency 1 minus engine batch-1 latency",
-                    over,
-                    2.0,
-                    "ms",
-                    False,
-                    f"p50 {_get(c1, 'p50_ms')} ms, engine {_get(lat1, 'latency_ms')} ms; "
-                    "over the engine with PNG: " + (f"{over_png:.3f} ms" if over_png is not None else "n/a"),
-                )
-            )
-        if tokens is not None:
-            with_png = _ratio(_get(bulk, "images_per_s"), _get(tokens_png, "images_per_s"))
-            out.append(
-                _target(
-                    "bulk tokens / raw engine best",
-                    _ratio(_get(bulk, "images_per_s"), _get(tokens, "images_per_s")),
-                    0.80 if gpu else 0.90,
-                    "ratio",
-                    True,
-                    f"{_get(bulk, 'images_per_request')} images per request; with PNG decode in the engine: "
-                    + (f"{with_png:.3f}" if with_png else "n/a"),
-                )
-            )
-        out.append(
-            _target(
-                "single-image service / naive baseline, concurrency 64",
-                _ratio(_get(c64, "images_per_s"), _get(naive, "images_per_s")),
-                5.0 if gpu else 2.0,
-                "x",
-                True,
-            )
-        )
-        noop = max(
-            (r for r in rows if r["server"] == "noop"), key=lambda r: r["requests_per_s"], default=None
-        )
-        for workers in svc["config"]["workers"]:
-            mine = [
-                r
-                for r in rows
-                if r["server"] == "service" and r["workers"] == workers and r["scenario"] == "single"
-            ]
-            top = max(mine, key=lambda r: r["images_per_s"], default=None)
-            out.append(
-                _target(
-                    f"single-image service ({workers} worker{'s' if workers > 1 else ''}) / no-op endpoint",
-                    _ratio(_get(top, "requests_per_s"), _get(noop, "requests_per_s")),
-                    0.0,
-                    "ratio",
-                    True,
-                    "reported, no target: the framework's floor on this machine",
-                )
-            )
-            out[-1]["passed"] = None
-    eng_section = results.get("engine")
-    if eng_section and gpu and svc:
-        ratios = []
-        for g in {r["graph"] for r in eng_section["rows"] if r["model"] == svc["model"]}:
-            ort_row = pick(eng_section["rows"], model=svc["model"], graph=g, runtime="ort-fp32", batch=256)
-            bf16 = pick(eng_section["rows"], model=svc["model"], graph=g, runtime="torch-bf16", batch=256)
-            if ort_row and bf16:
-                ratios.append((ort_row["images_per_s"] / bf16["images_per_s"], g))
-        if ratios:
-            worst = min(ratios)
-            out.append(
-                _target(
-                    "served graph (ORT fp32) / torch eager bf16, batch 256",
-                    worst[0],
-                    1.3,
-                    "x",
-                    True,
-                    "smallest over graphs: " + ", ".join(f"{g} {r:.2f}" for r, g in sorted(ratios)),
-                )
-            )
+        out += _service_targets(svc, gpu)
+        if gpu and "engine" in results:
+            out += _engine_target(results["engine"], svc["model"])
     cold = results.get("coldstart")
     if cold and cold["provider"] == "cpu":
         out.append(
@@ -156,8 +161,8 @@ def evaluate(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 cold["ready_median_s"],
                 5.0,
                 "s",
-                False,
-                f"max {cold['ready_max_s']} s; imports {cold['import_median_s']} s",
+                "<=",
+                note=f"max {cold['ready_max_s']} s; imports {cold['import_median_s']} s",
             )
         )
     return out
@@ -172,12 +177,7 @@ def lines(targets: list[dict[str, Any]]) -> list[str]:
     out = []
     for t in targets:
         measured = "n/a" if t["measured"] is None else f"{t['measured']:g} {t['unit']}"
-        goal = (
-            ""
-            if t["passed"] is None and t["target"] == 0
-            else f" (target {t['rule']} {t['target']:g} {t['unit']})"
-        )
-        out.append(
-            f"{verdict(t):>8}  {t['name']}: {measured}{goal}" + (f"; {t['note']}" if t["note"] else "")
-        )
+        goal = "" if t["target"] is None else f" (target {t['rule']} {t['target']:g} {t['unit']})"
+        note = f"; {t['note']}" if t["note"] else ""
+        out.append(f"{verdict(t):>8}  {t['name']}: {measured}{goal}{note}")
     return out

@@ -4,10 +4,14 @@ A few optimizer steps per kind at a preset (default: the bundled models' `defaul
 models' data (photos; shapes for beta_vae). The first `skip` steps are not timed (allocation, the
 VQ-VAE's k-means start); the final validation and checkpoint happen after the last step and are not
 timed either. CPU runs fp32; CUDA runs fp32 and bf16 autocast (the loop's `amp`).
+
+`BENCH_TRAIN_DATA=shapes` trains the photo kinds on the shapes data set in RGB instead (same model,
+same tensor sizes), for machines without scikit-image's photographs (the GPU machine); rows say so.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,41 +30,31 @@ def train_rate(
     from training.config import TrainConfig
     from training.loop import train
 
+    data, overrides = DATA[kind], {}
+    if os.environ.get("BENCH_TRAIN_DATA") == "shapes" and data == "photos":
+        # the photo models' architecture: RGB, and a Gaussian likelihood for the VAE
+        data, overrides = "shapes", {"channels": 3, **({"likelihood": "gaussian"} if kind == "vae" else {})}
     stamps: list[float] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-train-{kind}-") as tmp:
         config = TrainConfig(
-            model=kind,
-            data=DATA[kind],
-            preset=preset,
-            steps=steps,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
-            amp=amp,
-            out=str(Path(tmp) / "run"),
-            val_every=0,
-            val_images=8,
-            checkpoint_every=0,
-            log_every=0,
-            epoch_crops=max(64, steps * batch_size),
-            workers=0,
-            quiet=True,
-        )
-        if device == "cuda":
-            # time the GPU's work, not the launch queue: sync at every step boundary
-            train(
-                config,
-                callback=lambda step, logs: (torch.cuda.synchronize(), stamps.append(time.perf_counter())),
-            )
-        else:
-            train(config, callback=lambda step, logs: stamps.append(time.perf_counter()))
+            model=kind, data=data, overrides=overrides, preset=preset, steps=steps, batch_size=batch_size,
+            seed=seed, device=device, amp=amp, out=str(Path(tmp) / "run"), val_every=0, val_images=8,
+            checkpoint_every=0, log_every=0, epoch_crops=max(64, steps * batch_size), workers=0, quiet=True,
+        )  # fmt: skip
+
+        def stamp(step: int, logs: dict[str, float]) -> None:
+            if device == "cuda":
+                torch.cuda.synchronize()  # time the GPU's work, not the launch queue
+            stamps.append(time.perf_counter())
+
+        train(config, callback=stamp)
     timed = stamps[skip:]
     seconds = timed[-1] - timed[0]
     images = batch_size * (len(timed) - 1)
     return {
         "kind": kind,
         "preset": preset,
-        "data": DATA[kind],
+        "data": data,
         "device": device,
         "precision": "bf16 autocast" if amp and device == "cuda" else "fp32",
         "batch_size": batch_size,
@@ -77,19 +71,9 @@ def run_training(
     """Rows for every kind x device (x fp32/bf16 on CUDA)."""
     if steps < skip + 2:
         raise ValueError(f"steps must be at least skip + 2 = {skip + 2} to time one step")
+    common: dict[str, Any] = {"preset": preset, "steps": steps, "skip": skip, "batch_size": batch_size}
     rows = []
     for device in devices:
         for amp in (False, True) if device == "cuda" else (False,):
-            for kind in kinds:
-                rows.append(
-                    train_rate(
-                        kind,
-                        preset=preset,
-                        steps=steps,
-                        skip=skip,
-                        batch_size=batch_size,
-                        device=device,
-                        amp=amp,
-                    )
-                )
+            rows += [train_rate(kind, device=device, amp=amp, **common) for kind in kinds]
     return rows
