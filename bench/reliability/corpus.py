@@ -196,9 +196,14 @@ def multipart(parts: list[tuple[str, str | None, str | None, bytes]]) -> tuple[b
     return out.getvalue(), {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
+def good_png() -> bytes:
+    """A plain 40x30 RGB PNG."""
+    return _save(_rgb(), "PNG")
+
+
 def files(*names: str, data: bytes | None = None) -> tuple[bytes, dict[str, str]]:
     """A multipart body with a good PNG (or `data`) under each name."""
-    good = _save(_rgb(), "PNG") if data is None else data
+    good = good_png() if data is None else data
     return multipart([(n, f"{i}.png", PNG, good) for i, n in enumerate(names)])
 
 

@@ -1,0 +1,144 @@
+"""Faults: broken artifacts at start-up, model reloads (admin endpoint and SIGHUP) under load, and a
+SIGTERM that drains the requests in flight (real uvicorn subprocesses for the signals)."""
+
+import hashlib
+import io
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import StartupError
+from app.main import create_app
+from bench.reliability.corpus import files, good_png
+from bench.reliability.server import Server, request
+
+
+def rewrite_manifest(folder: Path, **changes: object) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def replace_file(folder: Path, name: str, data: bytes, entry: tuple[str, str]) -> None:
+    """Write `data` as the artifact file `name` and record its sha256 in the manifest, so only the
+    content is wrong (the checksum check passes)."""
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest[entry[0]][entry[1]]["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def pickled_codebook() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+def break_artifacts(root: Path) -> None:
+    replace_file(root / "vae", "decoder.onnx", b"not an onnx graph", ("graphs", "decoder"))
+    (root / "mae" / "manifest.json").write_text("{ not json")
+    replace_file(root / "vqvae", "codebook.npy", pickled_codebook(), ("files", "codebook"))
+
+
+def test_broken_artifacts_are_unavailable_with_the_reason(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    break_artifacts(artifact_copy)
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert models["beta_vae"]["status"] == "ready"
+        assert models["vae"]["status"] == "unavailable" and "decoder.onnx" in models["vae"]["reason"].lower()
+        assert models["mae"]["status"] == "unavailable" and "unreadable" in models["mae"]["reason"]
+        assert models["vqvae"]["status"] == "unavailable" and "pickle" in models["vqvae"]["reason"]
+        assert (
+            c.post("/v1/models/beta_vae/reconstruct", files={"image": ("a.png", good_png())}).status_code
+            == 200
+        )
+        r = c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", good_png())})
+        assert r.status_code == 503 and "unavailable" in r.json()["error"]["message"]
+
+
+def test_strict_startup_refuses_broken_artifacts(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    break_artifacts(artifact_copy)
+    with (
+        pytest.raises(StartupError, match="cannot load"),
+        TestClient(create_app(make_settings(artifact_copy, strict_startup=True))),
+    ):
+        pass
+
+
+def test_reload_swaps_atomically_and_rejects_a_bad_version_under_load(
+    artifact_copy: Path, make_settings
+) -> None:  # type: ignore[no-untyped-def]
+    png = good_png()
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                statuses.append(
+                    c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", png)}).status_code
+                )
+
+        old = c.app.state.registry.models["vae"]
+        with ThreadPoolExecutor(4) as pool:
+            workers = [pool.submit(hammer) for _ in range(4)]
+            time.sleep(0.3)
+            rewrite_manifest(artifact_copy / "vae", metrics={"psnr": 99.0})  # a new version
+            first = c.post("/v1/admin/reload").json()
+            replace_file(artifact_copy / "vae", "decoder.onnx", b"broken", ("graphs", "decoder"))  # a bad one
+            rewrite_manifest(artifact_copy / "beta_vae", metrics={"psnr": 1.0})
+            second = c.post("/v1/admin/reload").json()
+            time.sleep(0.3)
+            stop.set()
+            for w in workers:
+                w.result()
+        assert first["loaded"] == ["vae"] and "vae" not in first["rejected"]
+        assert set(first["unchanged"]) == {"beta_vae", "vqvae", "mae"}
+        assert "decoder.onnx" in second["rejected"]["vae"] and second["loaded"] == ["beta_vae"]
+        model = c.get("/v1/models/vae").json()
+        assert model["status"] == "ready" and model["metrics"]["psnr"] == 99.0  # the good new version serves
+        assert len(statuses) > 20 and set(statuses) == {200}  # no request failed across both reloads
+        assert all(not g.batcher.running for g in old.graphs.values())  # the replaced version's workers ended
+
+
+def test_sighup_reloads_a_real_server(artifact_copy: Path) -> None:
+    with Server(artifact_copy) as server:
+        rewrite_manifest(artifact_copy / "vae", metrics={"psnr": 42.0})
+        server.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = json.loads(request(server.port, "GET", "/v1/models/vae")[2])
+            if model["metrics"].get("psnr") == 42.0:
+                break
+            time.sleep(0.2)
+        assert model["metrics"].get("psnr") == 42.0 and model["status"] == "ready"
+        assert server.process is not None and server.process.poll() is None  # SIGHUP did not end it
+
+
+def test_sigterm_drains_requests_in_flight(tiny_artifacts: Path) -> None:
+    """Requests held 2 s in the batcher (the batch waits to fill) are in flight when SIGTERM comes;
+    every one completes with 200, then the server exits by itself."""
+    server = Server(tiny_artifacts, max_delay_ms=2000, max_batch_size=64).start()
+    body, headers = files("image")
+    with ThreadPoolExecutor(6) as pool:
+        answers = [
+            pool.submit(request, server.port, "POST", "/v1/models/vae/reconstruct", body, headers)
+            for _ in range(6)
+        ]
+        time.sleep(0.5)
+        server.signal(signal.SIGTERM)
+        statuses = [a.result()[0] for a in answers]
+    code = server.wait(60)
+    assert statuses == [200] * 6
+    # A clean exit: uvicorn drained, ran the lifespan shutdown, then (since 0.29) re-raised the SIGTERM
+    # it had caught, so the status is -SIGTERM (143 in a shell), the usual end of a stopped service.
+    log = server.log()
+    assert code == -signal.SIGTERM, log[-2000:]
+    assert "Application shutdown complete" in log and "Finished server process" in log
