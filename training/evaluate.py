@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -582,10 +583,8 @@ def write_artifact_metrics(
 
 def figures_section(result: Result, report_dir: Path, folder: Path, command: str, data: HeldOut) -> str:
     """The model card's figures section (markdown), starting with FIGURES_HEADING."""
-    try:
-        where = report_dir.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        where = str(report_dir)
+    # Relative to the card, so the links work wherever the repository (or the artifact) is checked out.
+    where = Path(os.path.relpath(report_dir.resolve(), folder.resolve())).as_posix()
     lines = [
         FIGURES_HEADING,
         "",
