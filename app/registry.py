@@ -117,7 +117,7 @@ class Model:
     codebook: np.ndarray | None = None
     model_card: str | None = None
     reason: str | None = None
-    fingerprint: str | None = None  # sha256 of manifest.json (which holds every file's sha256)
+    fingerprint: str | None = None  # of the folder's files when loaded (see _fingerprint)
 
     @property
     def ready(self) -> bool:
@@ -147,8 +147,13 @@ class Model:
 
 
 def _fingerprint(folder: Path) -> str | None:
+    """What a reload compares: the manifest's sha256 (it names every file's sha256) and each file's
+    size and modification time (a file replaced in place, checksum or not, is a change)."""
     try:
-        return sha256_file(folder / "manifest.json")
+        stats = sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
+        )
+        return f"{sha256_file(folder / 'manifest.json')}:{stats!r}"
     except OSError:
         return None
 

@@ -14,7 +14,7 @@ import io
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,7 @@ def refused(
     return Case(cid, "POST", target, body, headers, (status,), code, says)
 
 
-def multipart(parts: list[tuple[str, str | None, str | None, bytes]]) -> tuple[bytes, dict[str, str]]:
+def multipart(parts: Sequence[tuple[str, str | None, str | None, bytes]]) -> tuple[bytes, dict[str, str]]:
     """(field, filename or None for a plain field, content type, data) -> (body, headers)."""
     out = io.BytesIO()
     for name, filename, ctype, data in parts:
@@ -369,7 +369,8 @@ def _vq_json(m: dict[str, Any], max_pixels: int) -> Iterator[Case]:
 
 def _query_cases(m: dict[str, Any]) -> Iterator[Case]:
     name, ops = m["name"], set(m["operations"])
-    image, two, none = files("image"), files("start", "end"), (b"", {})
+    none: tuple[bytes, dict[str, str]] = (b"", {})
+    image, two = files("image"), files("start", "end")
     queries: list[tuple[str, str, tuple[bytes, dict[str, str]]]] = []
     per_op = {
         "interpolate": (
@@ -395,8 +396,8 @@ def _query_cases(m: dict[str, Any]) -> Iterator[Case]:
         "encode": (("fit=stretch", "format=csv"), image),
         "score": (("fit=stretch", "samples=1000000", "samples=-1"), image),
     }
-    for op, (qs, body) in per_op.items():
-        queries += [(op, q, body) for q in qs if op in ops]
+    for op, (qs, request) in per_op.items():
+        queries += [(op, q, request) for q in qs if op in ops]
     for op, q, (body, headers) in queries:
         yield refused(
             f"{name}/{op}/query-{q}", f"/v1/models/{name}/{op}?{q}", body, headers, 422, q.split("=")[0]

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Tally:
             self.latencies.append(latency)
             self.finished.append(at)
 
-    def summary(self, seconds: float) -> dict[str, object]:
+    def summary(self, seconds: float) -> dict[str, Any]:
         lat = np.asarray(self.latencies) * 1000
         pct = {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 99)} if len(lat) else {}
         return {
@@ -103,7 +104,7 @@ async def exchange(port: int, request: bytes, pool: Connections) -> tuple[int | 
     return status, headers
 
 
-async def closed_loop(port: int, request: bytes, *, clients: int, seconds: float) -> dict[str, object]:
+async def closed_loop(port: int, request: bytes, *, clients: int, seconds: float) -> dict[str, Any]:
     """`clients` connections, each sending its next request when the last answer arrives."""
     tally = Tally()
     start = time.perf_counter()
@@ -130,7 +131,7 @@ async def open_loop(
     seconds: float,
     connections: int = 64,
     windows: int = 10,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """`rate` requests per second for `seconds`, on up to `connections` keep-alive connections; the
     result adds p50/p99 per window of the run (to see whether latency drifts)."""
     tally = Tally()

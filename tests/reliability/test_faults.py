@@ -95,6 +95,9 @@ def test_reload_swaps_atomically_and_rejects_a_bad_version_under_load(
             replace_file(artifact_copy / "vae", "decoder.onnx", b"broken", ("graphs", "decoder"))  # a bad one
             rewrite_manifest(artifact_copy / "beta_vae", metrics={"psnr": 1.0})
             second = c.post("/v1/admin/reload").json()
+            with (artifact_copy / "mae" / "encoder.onnx").open("ab") as f:  # changed in place, manifest not
+                f.write(b"\0")
+            third = c.post("/v1/admin/reload").json()
             time.sleep(0.3)
             stop.set()
             for w in workers:
@@ -102,6 +105,7 @@ def test_reload_swaps_atomically_and_rejects_a_bad_version_under_load(
         assert first["loaded"] == ["vae"] and "vae" not in first["rejected"]
         assert set(first["unchanged"]) == {"beta_vae", "vqvae", "mae"}
         assert "decoder.onnx" in second["rejected"]["vae"] and second["loaded"] == ["beta_vae"]
+        assert "sha256" in third["rejected"]["mae"] and c.get("/v1/models/mae").json()["status"] == "ready"
         model = c.get("/v1/models/vae").json()
         assert model["status"] == "ready" and model["metrics"]["psnr"] == 99.0  # the good new version serves
         assert len(statuses) > 20 and set(statuses) == {200}  # no request failed across both reloads
