@@ -55,6 +55,7 @@ class _Pending:
     key: ShapeKey
     future: asyncio.Future[Feeds]
     enqueued: float
+    quiet_before_s: float  # time since the request before it arrived: how busy the graph is
 
 
 def _shape_key(feeds: Feeds) -> tuple[int, ShapeKey]:
@@ -95,6 +96,7 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._retired = False
+        self._last_arrival = float("-inf")
         self.stats = BatcherStats()
 
     @property
@@ -143,7 +145,9 @@ class Batcher:
                 retry_after_s=self.retry_after_s,
             )
         future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(feeds, items, key, future, time.perf_counter()))
+        now = time.perf_counter()
+        self._pending.append(_Pending(feeds, items, key, future, now, now - self._last_arrival))
+        self._last_arrival = now
         self.stats.requests += 1
         self._report_depth()
         self._arrived.set()
@@ -159,6 +163,11 @@ class Batcher:
         return sum(p.items for p in self._pending if p.key == key and not p.future.done())
 
     async def _wait_to_fill(self, first: _Pending) -> None:
+        # A lone request after a quiet spell (nothing arrived within the delay before it) is unlikely to
+        # be joined: run it now rather than add the delay to every request of a light load. Under load
+        # requests arrive closer together than the delay, and the wait below fills the batch.
+        if first.quiet_before_s > self.max_delay_s and self._group_size(first.key) == first.items:
+            return
         deadline = first.enqueued + self.max_delay_s
         while self._group_size(first.key) < self.max_batch_size:
             remaining = deadline - time.perf_counter()

@@ -115,3 +115,24 @@ def test_requests_whose_client_left_are_skipped() -> None:
         assert rows == [1, 1]  # the cancelled request never ran
 
     asyncio.run(main())
+
+
+def test_a_lone_request_after_a_quiet_spell_does_not_wait_but_a_busy_graph_does() -> None:
+    async def main() -> None:
+        b = make(max_delay_s=2.0)
+        b.start()
+        x = np.ones((1, 3), np.float32)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await b.submit({"x": x})  # nothing came before it: it runs at once, not after the 2 s delay
+        alone_s = loop.time() - started
+        # Then two requests 10 ms apart: the first arrives within the delay of the one before, so the
+        # graph counts as busy and it waits; the second joins it in one run.
+        first = asyncio.ensure_future(b.submit({"x": x}))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, b.submit({"x": x}))
+        await b.close()
+        assert alone_s < 1.0  # a margin of hundreds of times the real cost: not a speed test
+        assert b.stats.batch_sizes == {1: 1, 2: 1}
+
+    asyncio.run(main())

@@ -134,11 +134,12 @@ def test_full_queue_answers_429_with_retry_after(tiny_artifacts: Path, make_sett
 
     async def scenario(c: httpx.AsyncClient):  # type: ignore[no-untyped-def]
         body = {"latent": [0.0, 0.0, 0.0, 0.0]}
-        return await asyncio.gather(*(c.post("/v1/models/vae/decode", json=body) for _ in range(3)))
+        return await asyncio.gather(*(c.post("/v1/models/vae/decode", json=body) for _ in range(5)))
 
     responses = run_with_lifespan(app, scenario)
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200, 429, 429]
+    # One request may be running and one waiting (queue of 1, held 500 ms to fill); the rest are refused.
+    assert set(statuses) == {200, 429} and statuses.count(200) <= 2
     refused = next(r for r in responses if r.status_code == 429)
     assert refused.headers["retry-after"] == "3" and refused.json()["error"]["code"] == "overloaded"
 
