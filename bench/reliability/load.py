@@ -173,14 +173,25 @@ async def open_loop(
     return tally.summary(elapsed) | {"rate": rate, "windows": per_window}
 
 
-async def abandon(port: int, request: bytes, *, clients: int, after_s: float) -> None:
-    """`clients` connections send `request` and hang up `after_s` later, before any answer."""
+async def abandon(port: int, request: bytes, *, clients: int, after_s: float) -> int | str:
+    """`clients` connections send `request` and hang up `after_s` later, before any answer.
+
+    A leader sends the same request just before them and waits for its answer (its status is
+    returned): a batcher may run a request that follows a quiet spell at once, and the ones right
+    behind it then wait for their batch to fill, so all `clients` are still queued when they leave.
+    """
 
     async def one() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request)
         await writer.drain()
         await asyncio.sleep(after_s)
         writer.close()
 
+    pool = Connections()
+    leader = asyncio.ensure_future(exchange(port, request, pool))
+    await asyncio.sleep(0.05)
     await asyncio.gather(*(one() for _ in range(clients)))
+    status = (await leader)[0]
+    pool.close()
+    return status

@@ -86,7 +86,8 @@ def _overload(r: dict[str, Any]) -> list[str]:
         f"- Server RSS: {b['rss_kib_before']} KiB before the burst, peak {b['rss_kib_peak']} KiB during it.",
         f"- {h['clients']} clients hung up while queued: {h['skipped_by_batcher']:.0f} skipped by the "
         f"batcher (`aeserve_batch_skipped_total`), {h['logged_499']:.0f} logged as 499, "
-        f"{h['ran_anyway_batched_items']:.0f} items computed anyway.",
+        f"{h['items_computed_besides_the_leader']:.0f} of their items computed (a leader request just "
+        f"before them was answered {h['leader_status']}).",
         "",
     ]
 
