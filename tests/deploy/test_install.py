@@ -39,6 +39,7 @@ def test_image_install_line_gives_a_torch_free_service(tmp_path: Path, runtime: 
 
 
 def test_install_line_refuses_an_unknown_runtime(tmp_path: Path) -> None:
-    done = subprocess.run(["sh", str(SCRIPT), str(tmp_path / "v"), "tpu", str(ROOT)], capture_output=True, text=True)
+    command = ["sh", str(SCRIPT), str(tmp_path / "v"), "tpu", str(ROOT)]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 2
     assert "runtime must be cpu or gpu" in done.stderr
