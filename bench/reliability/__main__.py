@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quick(args: argparse.Namespace) -> None:
-    args.rounds, args.burst_s, args.steady_s = 2, 5.0, 3.0
+    args.rounds, args.burst_s, args.steady_s = 3, 5.0, 3.0
     args.soak_s, args.capacity_s, args.clients = 40.0, 8.0, 128
 
 

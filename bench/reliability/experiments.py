@@ -118,6 +118,7 @@ def bad_input(model_dir: Path, rounds: int) -> dict[str, Any]:
         "alive_after": alive,
         "rss_kib_per_round": rss,
         "rss_growth_pct_after_warmup": _growth(rss[0], rss[-1]),
+        "rss_growth_pct_after_first_measured_round": _growth(rss[1], rss[-1]) if len(rss) > 2 else None,
     }
 
 

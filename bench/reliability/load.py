@@ -86,17 +86,26 @@ class Connections:
 
 
 async def exchange(port: int, request: bytes, pool: Connections) -> tuple[int | str, dict[str, str]]:
-    """Send one request on an idle connection (or a new one); the status, or "error:<kind>" when the
-    connection failed, and the headers. The connection goes back to the pool unless it closes."""
-    try:
-        if pool.idle:
-            reader, writer = pool.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
-        writer.write(request)
-        status, headers, _ = await read_response(reader)
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        return f"error:{type(exc).__name__}", {}
+    """Send one request on an idle connection (or a new one); the status, or "error:<kind>" when a new
+    connection failed, and the headers. A kept-alive connection the server has meanwhile closed (its
+    keep-alive timeout) is retried once on a new connection, as HTTP clients do. The connection goes
+    back to the pool unless the server closes it."""
+    while True:
+        fresh = not pool.idle
+        writer: asyncio.StreamWriter | None = None
+        try:
+            if fresh:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+            else:
+                reader, writer = pool.idle.pop()
+            writer.write(request)
+            status, headers, _ = await read_response(reader)
+            break
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            if writer is not None:
+                writer.close()
+            if fresh:
+                return f"error:{type(exc).__name__}", {}
     if headers.get("connection", "").lower() == "close":
         writer.close()
     else:

@@ -60,7 +60,11 @@ def _badinput(r: dict[str, Any]) -> list[str]:
         f"{r['rss_growth_pct_after_warmup']} %",
     ]
     wrong = [f"- wrong: `{w}`" for w in r["wrong_answer_examples"]]
-    return ["### Bad input", _env(r), "", *_table(header, [row]), *wrong, ""]
+    trend = (
+        f"RSS after each round (KiB, the warm-up round first): {', '.join(map(str, rss))}; growth from the "
+        f"end of the first measured round to the end: {r.get('rss_growth_pct_after_first_measured_round')} %."
+    )
+    return ["### Bad input", _env(r), "", *_table(header, [row]), trend, "", *wrong, ""]
 
 
 def _overload(r: dict[str, Any]) -> list[str]:
