@@ -20,6 +20,9 @@ from torch import Tensor, nn
 # Added to attention logits of padding keys. Finite, not -inf: a sample with no visible patch at all then
 # gets uniform (ignored) attention instead of NaNs from softmax over an all -inf row.
 _NEG = -1e9
+# Floor of the visible-pixel std used to standardise an image: a flat visible area (a clear sky) must not
+# blow a tiny deviation up into a large input, nor the prediction's scale down to nothing. In [0, 1] units.
+_MIN_STD = 0.02
 
 
 @dataclass
@@ -37,6 +40,10 @@ class MAEConfig:
     mlp_ratio: float = 4.0  # hidden width of each block's MLP relative to its input
     mask_ratio: float = 0.75  # fraction of patches removed in training (the paper's 75%)
     norm_pix_loss: bool = False  # regress per-patch normalised pixels; off so `reconstruct` gives pixels
+    # Standardise each image by the mean and std of its *visible* pixels (per channel) before encoding, and
+    # predict in that space: a photo darker, bluer or flatter than the training set then costs the model
+    # nothing, and "predict 0" is already the mean-fill baseline. Uses only what the caller can see.
+    visible_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.kind != "mae":
@@ -173,6 +180,24 @@ class MAE(nn.Module):
         ranks = noise.argsort(dim=1).argsort(dim=1)  # rank of each patch's noise within its sample
         return (ranks >= keep).float().to(self.patch_embed.weight.device)
 
+    def _visible_stats(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std [N, C, 1, 1] of each image's visible pixels (all pixels if none is visible)."""
+        p2c = self.config.patch_size**2 * self.config.channels
+        keep = self.unpatchify((1.0 - (mask >= 0.5).float())[:, :, None].expand(-1, -1, p2c))  # (N, C, H, W)
+        count = keep.sum((2, 3), keepdim=True)
+        keep = torch.where(count > 0, keep, torch.ones_like(keep))
+        count = keep.sum((2, 3), keepdim=True)
+        mean = (x * keep).sum((2, 3), keepdim=True) / count
+        var = (((x - mean) * keep) ** 2).sum((2, 3), keepdim=True) / count
+        return mean, var.clamp(min=_MIN_STD**2).sqrt()
+
+    def _standardise(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x in [0, 1] -> the encoder's input space (visible-pixel standardised, or [-1, 1])."""
+        if not self.config.visible_norm:
+            return x * 2.0 - 1.0
+        mean, std = self._visible_stats(x, mask)
+        return (x - mean) / std
+
     # --- stages -------------------------------------------------------------------------------------------
     def forward_encoder(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode the visible patches.
@@ -183,7 +208,7 @@ class MAE(nn.Module):
         only pads a sample with fewer visible patches; its latent is meaningless).
         """
         length = self.num_patches
-        tokens = self.patch_embed(self.patchify(x * 2.0 - 1.0)) + self.pos_embed  # (N, L, E)
+        tokens = self.patch_embed(self.patchify(self._standardise(x, mask))) + self.pos_embed  # (N, L, E)
         removed = (mask >= 0.5).float()
         num_visible = (length - removed.sum(1)).long()  # (N,)
         # Keys removed*L + index are all distinct, so a plain argsort gives visible-first, row-major order
@@ -219,8 +244,11 @@ class MAE(nn.Module):
             raise ValueError(
                 "this MAE predicts per-patch normalised pixels (norm_pix_loss); it cannot reconstruct"
             )
-        pred = self.forward_decoder(*self.forward_encoder(x, mask))
-        return self.unpatchify(pred).clamp(0.0, 1.0)
+        pred = self.unpatchify(self.forward_decoder(*self.forward_encoder(x, mask)))
+        if self.config.visible_norm:
+            mean, std = self._visible_stats(x, mask)
+            pred = pred * std + mean
+        return pred.clamp(0.0, 1.0)
 
     def embed(self, x: Tensor) -> Tensor:
         """x [N, C, H, W] in [0, 1] -> mean of the encoder's tokens over all patches (no mask), [N, E]."""
@@ -234,6 +262,8 @@ class MAE(nn.Module):
         mask = self.random_mask(x.shape[0], self.config.mask_ratio, generator)
         pred = self.forward_decoder(*self.forward_encoder(x, mask))  # (N, L, P)
         target = self.patchify(x)
+        if self.config.visible_norm:
+            target = self.patchify(self._standardise(x, mask))
         if self.config.norm_pix_loss:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
