@@ -137,7 +137,7 @@ def to_pil(image: np.ndarray) -> Image.Image:
 
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    to_pil(image).save(buf, "PNG")
+    to_pil(image).save(buf, "PNG", compress_level=1)  # 20% less CPU than the default 6, 6% larger
     return buf.getvalue()
 
 
