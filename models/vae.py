@@ -143,7 +143,11 @@ class VAE(nn.Module):
         out = self.decoder(z)
         d = x[0].numel()
         if self.config.likelihood == "bernoulli":
-            nll = F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
+            # -log p(x|z) = softplus(l) - x*l, with softplus written out stably: the exported form of
+            # binary_cross_entropy_with_logits takes log(sigmoid(l)), which is -inf once a confident
+            # decoder's logits pass about +-90, where this stays exact.
+            softplus = F.relu(out) + torch.log1p(torch.exp(-out.abs()))
+            nll = (softplus - x * out).flatten(1).sum(1)
             nll_discrete = nll
         else:
             log_sigma = self.log_sigma.clamp(min=_MIN_LOG_SIGMA)

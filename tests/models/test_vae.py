@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,3 +106,30 @@ def test_beta_vae_kind_and_gaussian_sigma_is_learned() -> None:
     loss.backward()
     assert "sigma" in logs
     assert model.log_sigma.grad is not None and model.log_sigma.grad.abs() > 0
+
+
+def test_bernoulli_nll_stays_exact_for_a_confident_decoder_in_onnx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Logits far past +-90 (a well-trained shapes decoder): the exported NLL must stay finite and exact."""
+    ort = pytest.importorskip("onnxruntime")
+    model = _model("bernoulli").eval().requires_grad_(False)
+    x = _images(model, n=2)
+    eps = torch.zeros(2, model.config.latent_dim)
+    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    with torch.no_grad():
+        convs[-1].weight.mul_(1e4)  # the output layer: logits in the hundreds or thousands
+        convs[-1].bias.mul_(1e4)
+        logits = model.decoder(model.encode(x)[0])
+    assert logits.abs().max() > 200
+
+    class Elbo(torch.nn.Module):
+        def forward(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            return model.neg_elbo(image, noise)["nll"]
+
+    path = tmp_path / "elbo.onnx"
+    torch.onnx.export(
+        Elbo(), (x, eps), str(path), input_names=["image", "eps"], opset_version=17, dynamo=False
+    )
+    got = ort.InferenceSession(str(path)).run(None, {"image": x.numpy(), "eps": eps.numpy()})[0]
+    reference = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, reference.numpy(), rtol=1e-4)
