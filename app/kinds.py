@@ -220,9 +220,16 @@ class MAEAdapter(KindAdapter):
         return output(await model.run("reconstruct", {"image": x, "mask": mask.astype(np.float32)}), "image")
 
     async def reconstruct(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
-        return await self.predict(
-            model, x, np.zeros((len(x), self.num_patches(manifest_of(model))), np.float32)
+        """What an MAE is trained to do: 75% of the patches removed (a fixed seeded mask, so the answer is
+        reproducible), the visible ones kept, the removed ones predicted. An unmasked pass would show
+        the decoder's guesses for patches it was never trained to return; `/inpaint` takes any mask."""
+        m = manifest_of(model)
+        masks = random_patch_masks(
+            len(x), self.num_patches(m), self.score_mask_ratio, np.random.default_rng(0)
         )
+        pred = await self.predict(model, x, masks)
+        removed = expand_patch_mask(masks, m.height, m.width, self.patch(m))[:, None] > 0.5
+        return np.where(removed, pred, x).astype(np.float32)
 
     async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
         return {"embedding": (await model.run("encoder", {"image": x}))["embedding"]}

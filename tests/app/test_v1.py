@@ -120,6 +120,30 @@ def test_encode_shapes_seeded_sample_and_npy(client: TestClient, image_bytes) ->
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "sample"
 
 
+def test_mae_reconstruct_keeps_a_quarter_of_the_patches_and_predicts_the_rest(
+    client: TestClient, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    m = info(client, "mae")
+    img = image_bytes(m["input"]["width"], m["input"]["height"])  # the model's size: no fitting
+    recon = pixels(client.post("/v1/models/mae/reconstruct", files=upload(img)).content).astype(int)
+    again = pixels(client.post("/v1/models/mae/reconstruct", files=upload(img)).content).astype(int)
+    original = pixels(img).astype(int)
+    p = m["patch_size"]
+    grid = recon.shape[0] // p
+    kept = [
+        bool(
+            (
+                recon[i * p : (i + 1) * p, j * p : (j + 1) * p]
+                == original[i * p : (i + 1) * p, j * p : (j + 1) * p]
+            ).all()
+        )
+        for i in range(grid)
+        for j in range(grid)
+    ]
+    assert sum(kept) == max(1, int(grid * grid * 0.25))  # the visible patches, exactly the input's pixels
+    np.testing.assert_array_equal(recon, again)  # a fixed seeded mask: the same answer every time
+
+
 def test_vqvae_tokens_decode_to_the_reconstruction(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
     img = image_bytes(16, 16)
     tokens = client.post("/v1/models/vqvae/encode", files=upload(img)).json()["tokens"]
