@@ -37,8 +37,8 @@ class Tally:
     last_done: float = 0.0  # perf_counter() when the last measured request finished
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
-    """Status, content type and body of one HTTP/1.1 response (Content-Length or chunked)."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one HTTP/1.1 response (Content-Length or chunked)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -53,10 +53,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str, bytes]
             if size == 0:
                 break
             parts.append(chunk[:-2])
-        body = b"".join(parts)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers.get("content-type", ""), body
+        return status, headers, b"".join(parts)
+    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 
 
 async def _client(
@@ -78,7 +76,8 @@ async def _client(
         try:
             writer.write(requests[i % len(requests)])
             await writer.drain()
-            status, ctype, body = await _read_response(reader)
+            status, headers, body = await read_response(reader)
+            ctype = headers.get("content-type", "")
             outcome = str(status)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             status, ctype, body, outcome = -1, "", b"", f"error:{type(exc).__name__}"

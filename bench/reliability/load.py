@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.loadgen import read_response
+
 
 def http_request(method: str, target: str, body: bytes, content_type: str, *, close: bool = False) -> bytes:
     head = (
@@ -23,24 +25,6 @@ def http_request(method: str, target: str, body: bytes, content_type: str, *, cl
         f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
     )
     return head.encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of one response (Content-Length or chunked)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            parts.append(chunk[:-2])
-        return status, headers, b"".join(parts)
-    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 
 
 @dataclass
