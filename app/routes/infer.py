@@ -246,7 +246,7 @@ async def reconstruct(
     format: Annotated[Literal["png", "json"] | None, Query(description="png, or json (also Accept)")] = None,
 ) -> Response:
     """Encode and decode one image. JSON adds MSE and PSNR (dB, peak 1) against the fitted input.
-    MAE reconstructs with no patch masked."""
+    MAE reconstructs as trained: a fixed seeded 75% mask, visible patches kept, the rest predicted."""
     model = registry.get(name)
     m, adapter = model.require("reconstruct")
     upload = await read_upload(request, max_images=settings.max_images)
