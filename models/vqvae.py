@@ -1,5 +1,10 @@
 """VQ-VAE (van den Oord et al. 2017) with an EMA codebook, k-means initialisation and dead-code restarts.
 
+Optionally (`normalize`) the lookup is on the unit sphere: z_e and every code are l2-normalised, so the
+nearest code is the one of highest cosine similarity. With a small code_dim this is the factorised,
+l2-normalised lookup of Yu et al. (2022, "Vector-quantized image modeling with improved VQGAN"), which
+spreads the codes over the sphere and keeps far more of the codebook in use than a Euclidean lookup.
+
 Fully convolutional: an image whose sides are multiples of 4 encodes to a token grid a quarter its size.
 Quantisation (`quantize`) is a pure function of z_e and the codebook; the codebook only changes inside
 `loss` in training mode, where the randomness it needs (k-means seeds, restart picks) comes from the
@@ -26,6 +31,7 @@ class VQVAEConfig:
     num_residual_blocks: int = 2  # residual blocks after the down-convs and before the up-convs
     codebook_size: int = 512  # K, number of code vectors (tokens take values 0..K-1)
     code_dim: int = 64  # D, size of each code vector and of z_e's channel axis
+    normalize: bool = False  # l2-normalise z_e and the codes: a cosine-similarity lookup on the unit sphere
     commitment: float = 0.25  # beta of the commitment loss ||z_e - sg[e]||^2, the paper's value
     ema_decay: float = 0.99  # EMA of code counts and sums; lower adapts faster but is noisier
     ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA counts, so an unused code never divides by 0
@@ -110,18 +116,24 @@ class VectorQuantizer(nn.Module):
         """flat [M, D] -> index of the nearest code [M] int64, squared distances computed in fp32.
 
         ||z||^2 - 2 z.e + ||e||^2 rather than torch.cdist: it exports to ONNX as MatMul + ReduceSum, and
-        autocast is switched off so a half-precision matmul can never flip the argmin.
+        autocast is switched off so a half-precision matmul can never flip the argmin. With `normalize`,
+        flat is l2-normalised first (the codes already are), so any vector, not only an encoder output,
+        finds the code of highest cosine similarity.
         """
         with torch.autocast(device_type=flat.device.type, enabled=False):
-            flat = flat.float()
+            flat = self.project(flat.float())
             embed = self.embed.float()
             dist = (flat**2).sum(1, keepdim=True) - 2.0 * flat @ embed.t() + (embed**2).sum(1)[None, :]
             return dist.argmin(dim=1)
 
+    def project(self, v: Tensor) -> Tensor:
+        """v [..., D] onto the unit sphere when the lookup is normalised; unchanged otherwise."""
+        return F.normalize(v, dim=-1) if self.config.normalize else v
+
     @torch.no_grad()
     def initialize(self, flat: Tensor, generator: torch.Generator | None) -> None:
-        """k-means on encoder outputs flat [M, D]; seeds the codebook and the EMA statistics."""
-        flat = flat.float()
+        """k-means (spherical when normalised) on encoder outputs flat [M, D]; seeds codebook and EMA."""
+        flat = self.project(flat.float())
         k = self.config.codebook_size
         self.embed.copy_(_sample_rows(flat, k, generator))
         for _ in range(self.config.kmeans_iters):
@@ -129,7 +141,7 @@ class VectorQuantizer(nn.Module):
             counts = torch.bincount(idx, minlength=k).float()
             sums = torch.zeros_like(self.embed).index_add_(0, idx, flat)
             used = counts > 0  # empty clusters keep their seed; the dead-code restart handles them later
-            self.embed[used] = sums[used] / counts[used, None]
+            self.embed[used] = self.project(sums[used] / counts[used, None])
         counts = torch.bincount(self.nearest(flat), minlength=k).float()
         self.ema_count.copy_(counts)
         self.ema_sum.copy_(self.embed * counts[:, None])
@@ -139,14 +151,14 @@ class VectorQuantizer(nn.Module):
     def update(self, flat: Tensor, tokens: Tensor, generator: torch.Generator | None) -> int:
         """One EMA step from flat [M, D] and its tokens [M]; then re-seeds dead codes. Returns how many."""
         cfg = self.config
-        flat = flat.float()
+        flat = self.project(flat.float())
         counts = torch.bincount(tokens, minlength=cfg.codebook_size).float()
         sums = torch.zeros_like(self.ema_sum).index_add_(0, tokens, flat)
         self.ema_count.mul_(cfg.ema_decay).add_(counts, alpha=1 - cfg.ema_decay)
         self.ema_sum.mul_(cfg.ema_decay).add_(sums, alpha=1 - cfg.ema_decay)
         n = self.ema_count.sum()
         smoothed = (self.ema_count + cfg.ema_epsilon) / (n + cfg.codebook_size * cfg.ema_epsilon) * n
-        self.embed.copy_(self.ema_sum / smoothed[:, None])
+        self.embed.copy_(self.project(self.ema_sum / smoothed[:, None]))
         dead = (self.ema_count < cfg.dead_code_threshold).nonzero().squeeze(1)
         if dead.numel():
             # Re-seed on encoder outputs of this batch, so a dead code lands where the data is; it starts with
@@ -196,8 +208,10 @@ class VQVAE(nn.Module):
 
     # --- stages -------------------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        """x [N, C, H, W] in [0, 1], H and W multiples of 4 -> z_e [N, D, H/4, W/4]."""
-        return self.encoder(x * 2.0 - 1.0)  # centre inside the graph so callers feed [0, 1]
+        """x [N, C, H, W] in [0, 1], H and W multiples of 4 -> z_e [N, D, H/4, W/4] (unit vectors along D
+        when the lookup is normalised)."""
+        z_e = self.encoder(x * 2.0 - 1.0)  # centre inside the graph so callers feed [0, 1]
+        return F.normalize(z_e, dim=1) if self.config.normalize else z_e
 
     def quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
         """z_e [N, D, h, w] -> (z_q [N, D, h, w], the nearest code vectors; tokens [N, h, w] int64)."""

@@ -138,7 +138,8 @@ def _vae_graphs(model: VAE) -> KindExport:
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": None},
-        latent={"shape": [z], "codebook_size": None, "code_dim": None, "downsample": None},
+        latent={"shape": [z], "codebook_size": None, "code_dim": None, "downsample": None,
+                "lookup": None},
         likelihood=cfg.likelihood,
         parity_sizes=((s, s),),
     )
@@ -179,7 +180,8 @@ def _vqvae_graphs(model: VQVAE) -> KindExport:
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": f},
-        latent={"shape": [d, hh, ww], "codebook_size": k, "code_dim": d, "downsample": f},
+        latent={"shape": [d, hh, ww], "codebook_size": k, "code_dim": d, "downsample": f,
+                "lookup": "cosine" if model.config.normalize else "euclidean"},
         arrays={"codebook": codebook.numpy().astype(np.float32)},
         parity_sizes=((s, s), (side, side)),
     )
@@ -210,7 +212,8 @@ def _mae_graphs(model: MAE) -> KindExport:
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": None},
-        latent={"shape": [e], "codebook_size": None, "code_dim": None, "downsample": None},
+        latent={"shape": [e], "codebook_size": None, "code_dim": None, "downsample": None,
+                "lookup": None},
         patch_size=p,
         num_patches=num_patches,
         parity_sizes=((s, s),),

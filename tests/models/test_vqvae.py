@@ -129,3 +129,24 @@ def test_dead_codes_are_restarted_on_encoder_outputs() -> None:
     for code in model.codebook[dead]:
         assert torch.isclose(flat, code[None, :], atol=1e-6).all(1).any()  # re-seeded on a batch vector
     assert (model.quantizer.ema_count[dead] >= model.config.dead_code_threshold).all()
+
+
+def test_normalized_lookup_keeps_z_e_and_codes_on_the_unit_sphere() -> None:
+    model = _model(normalize=True)
+    model.train()
+    for step in range(3):  # k-means start, then EMA steps (with any dead-code restarts)
+        model.loss(_images(seed=10 + step), generator=torch.Generator().manual_seed(step), step=step)
+    model.eval()
+    with torch.no_grad():
+        z_e = model.encode(_images(2, seed=20))
+    torch.testing.assert_close(z_e.norm(dim=1), torch.ones(2, 4, 4))
+    torch.testing.assert_close(model.codebook.norm(dim=1), torch.ones(model.config.codebook_size))
+
+
+def test_normalized_lookup_picks_the_code_of_highest_cosine_for_any_vector() -> None:
+    model = _trained_once(_model(normalize=True, codebook_size=37, code_dim=5))
+    flat = torch.randn(500, 5, generator=torch.Generator().manual_seed(3)) * 7.0  # not unit vectors
+    cosine = torch.nn.functional.normalize(flat, dim=1) @ model.codebook.t()
+    assert torch.equal(model.quantizer.nearest(flat), cosine.argmax(1))
+    # Scaling a vector does not change its token: interpolating z_e between images stays meaningful.
+    assert torch.equal(model.quantizer.nearest(flat * 0.01), model.quantizer.nearest(flat))

@@ -169,12 +169,13 @@ def test_manifest_fields_describe_the_model(
     elif kind == "vqvae":
         side = cfg.image_size // 4
         assert latent == {"shape": [cfg.code_dim, side, side], "codebook_size": cfg.codebook_size,
-                          "code_dim": cfg.code_dim, "downsample": 4}
+                          "code_dim": cfg.code_dim, "downsample": 4, "lookup": "cosine"}
         assert inp["spatial_multiple"] == 4
         entry = manifest["files"]["codebook"]
         codebook = np.load(tiny_artifacts / kind / entry["file"], allow_pickle=False)
         assert codebook.dtype == np.float32 and list(codebook.shape) == entry["shape"]
         np.testing.assert_array_equal(codebook, model.codebook.numpy())
+        np.testing.assert_allclose(np.linalg.norm(codebook, axis=1), 1.0, rtol=1e-5)  # the cosine lookup's
     else:
         assert manifest["patch_size"] == cfg.patch_size
         assert manifest["num_patches"] == (cfg.image_size // cfg.patch_size) ** 2
