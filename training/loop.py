@@ -465,11 +465,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
-    """Command-line arguments (and the --config file they name) -> TrainConfig."""
+    """Command-line arguments (and the --config file they name) -> TrainConfig.
+
+    Precedence: defaults < the checkpoint's own settings (with --resume) < --config file < flags, so
+    `train --out RUN --resume` continues a run as it was started, and `--steps N` extends it.
+    """
     flags = vars(_parser().parse_args(argv))
     values: dict[str, Any] = {}
+    if flags.get("resume") and flags.get("out") and (Path(flags["out"]) / ckpt.CHECKPOINT_DIR).is_dir():
+        values = dict(ckpt.read_state(flags["out"]).get("train_config") or {})
     if "config_file" in flags:
-        values = read_config_file(flags.pop("config_file"))
+        from_file = read_config_file(flags.pop("config_file"))
+        values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),
+                                                       **(from_file.get("overrides") or {})}}
     overrides = dict(values.get("overrides") or {})
     for item in flags.pop("overrides", []):
         key, value = parse_override(item)

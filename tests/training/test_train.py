@@ -205,3 +205,14 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(f))
     except FileNotFoundError:
         return []
+
+
+def test_cli_resume_needs_only_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --out RUN --resume` takes model, data and settings from the checkpoint; flags still win."""
+    out = ["--out", str(tmp_path / "run")]
+    first = [*TINY, *out, "--model", "beta_vae", "--data", "shapes", "--set", "beta=3", "--batch-size", "4"]
+    assert _cli(first, capsys)[0] == 0
+    assert _cli([*out, "--resume", "--steps", "5"], capsys) == (0, "")
+    model, state = load_model(tmp_path / "run")
+    assert state["step"] == 5 and model.kind == "beta_vae" and model.config.beta == 3.0
+    assert state["train_config"]["batch_size"] == 4 and state["train_config"]["resume"] is True
