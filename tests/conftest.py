@@ -22,7 +22,7 @@ TINY_RUNS: dict[str, tuple[str, dict[str, object]]] = {
     # the tiny VAE preset is gray + Bernoulli (for shapes); on photos it is RGB + Gaussian, as served
     "vae": ("photos", {"channels": 3, "likelihood": "gaussian"}),
     "beta_vae": ("shapes", {}),
-    "vqvae": ("photos", {"normalize": True}),  # as the bundled model: the l2-normalised lookup
+    "vqvae": ("photos", {}),
     "mae": ("photos", {}),
 }
 TINY_STEPS = 4  # enough to move every weight (and the VQ codebook's k-means start) off its init

@@ -41,8 +41,8 @@ def test_shapes_and_ranges() -> None:
     assert model.codebook.shape == (cfg.codebook_size, cfg.code_dim)
 
 
-def test_nearest_code_matches_brute_force() -> None:
-    model = _model(codebook_size=37, code_dim=5)
+def test_euclidean_nearest_code_matches_brute_force() -> None:
+    model = _model(codebook_size=37, code_dim=5, normalize=False)
     g = torch.Generator().manual_seed(3)
     flat = torch.randn(500, 5, generator=g)
     brute = torch.stack([((model.codebook - v) ** 2).sum(1).argmin() for v in flat])
@@ -83,7 +83,7 @@ def test_token_grid_is_proportional_to_the_image(h: int, w: int) -> None:
 
 
 def test_first_training_batch_initialises_the_codebook_by_kmeans() -> None:
-    model = _model()
+    model = _model(normalize=False)  # plain k-means: every centroid lies among the data
     assert not bool(model.quantizer.initialized)
     before = model.codebook.clone()
     model.train()
@@ -132,7 +132,7 @@ def test_dead_codes_are_restarted_on_encoder_outputs() -> None:
 
 
 def test_normalized_lookup_keeps_z_e_and_codes_on_the_unit_sphere() -> None:
-    model = _model(normalize=True)
+    model = _model()  # the presets normalise
     model.train()
     for step in range(3):  # k-means start, then EMA steps (with any dead-code restarts)
         model.loss(_images(seed=10 + step), generator=torch.Generator().manual_seed(step), step=step)
@@ -144,7 +144,7 @@ def test_normalized_lookup_keeps_z_e_and_codes_on_the_unit_sphere() -> None:
 
 
 def test_normalized_lookup_picks_the_code_of_highest_cosine_for_any_vector() -> None:
-    model = _trained_once(_model(normalize=True, codebook_size=37, code_dim=5))
+    model = _trained_once(_model(codebook_size=37, code_dim=5))
     flat = torch.randn(500, 5, generator=torch.Generator().manual_seed(3)) * 7.0  # not unit vectors
     cosine = torch.nn.functional.normalize(flat, dim=1) @ model.codebook.t()
     assert torch.equal(model.quantizer.nearest(flat), cosine.argmax(1))
