@@ -95,9 +95,12 @@ def _b64png(image: np.ndarray) -> str:
     return base64.b64encode(imaging.png_bytes(image)).decode()
 
 
-def _png(image: np.ndarray, fit: str | None = None) -> Response:
+async def _png(image: np.ndarray, fit: str | None = None) -> Response:
+    # Encoded on a worker thread: zlib releases the GIL, so the event loop keeps reading requests and the
+    # encode overlaps with the next batch instead of stalling every connection for its ~0.4 ms.
     headers = {"X-Image-Fit": fit} if fit else None
-    return Response(imaging.png_bytes(image), media_type="image/png", headers=headers)
+    body = await run_in_threadpool(imaging.png_bytes, image)
+    return Response(body, media_type="image/png", headers=headers)
 
 
 def _npy(array: np.ndarray, headers: dict[str, str] | None = None) -> Response:
@@ -258,7 +261,7 @@ async def reconstruct(
             {"image": _b64png(recon[0]), "mse": mse, "psnr": _psnr(psnr), "fit": fitted[0].description},
             headers=_fit_header([fitted[0].description]),
         )
-    return _png(recon[0], fitted[0].description)
+    return await _png(recon[0], fitted[0].description)
 
 
 @router.post(
@@ -359,7 +362,8 @@ async def decode(
         images = await adapter.from_latent(model, z)
     if _wants(request, format, "png") == "json":
         return JSONResponse({"images": [_b64png(i) for i in images]})
-    return _png(images[0] if len(images) == 1 else imaging.grid(images, math.ceil(math.sqrt(len(images)))))
+    columns = math.ceil(math.sqrt(len(images)))
+    return await _png(images[0] if len(images) == 1 else imaging.grid(images, columns))
 
 
 async def _endpoints(
@@ -510,7 +514,7 @@ async def inpaint(
             },
             headers=_fit_header([fitted[0].description]),
         )
-    return _png(filled[0], fitted[0].description)
+    return await _png(filled[0], fitted[0].description)
 
 
 def _many(upload: Upload) -> list[bytes]:
@@ -578,7 +582,7 @@ async def sample(
     images = await adapter.from_latent(model, z)
     if _wants(request, format, "png") == "json":
         return JSONResponse({"images": [_b64png(i) for i in images], "latents": z.tolist(), "seed": seed})
-    return _png(imaging.grid(images, math.ceil(math.sqrt(n))))
+    return await _png(imaging.grid(images, math.ceil(math.sqrt(n))))
 
 
 @router.post(
@@ -637,7 +641,7 @@ async def traverse_route(
             },
             headers=_fit_header(fits),
         )
-    response = _png(imaging.grid(images, steps))
+    response = await _png(imaging.grid(images, steps))
     response.headers.update(_fit_header(fits))
     return response
 
