@@ -261,9 +261,7 @@ class MAE(nn.Module):
         """Mean squared error on the removed patches only, with a fresh random mask at config.mask_ratio."""
         mask = self.random_mask(x.shape[0], self.config.mask_ratio, generator)
         pred = self.forward_decoder(*self.forward_encoder(x, mask))  # (N, L, P)
-        target = self.patchify(x)
-        if self.config.visible_norm:
-            target = self.patchify(self._standardise(x, mask))
+        target = self.patchify(self._standardise(x, mask) if self.config.visible_norm else x)
         if self.config.norm_pix_loss:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
