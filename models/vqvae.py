@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -159,6 +160,10 @@ class VectorQuantizer(nn.Module):
         flat = self.project(flat.float())
         counts = torch.bincount(tokens, minlength=cfg.codebook_size).float()
         sums = torch.zeros_like(self.ema_sum).index_add_(0, tokens, flat)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # data parallel: the EMA follows the whole global batch, not one rank's share of it
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
         self.ema_count.mul_(cfg.ema_decay).add_(counts, alpha=1 - cfg.ema_decay)
         self.ema_sum.mul_(cfg.ema_decay).add_(sums, alpha=1 - cfg.ema_decay)
         n = self.ema_count.sum()

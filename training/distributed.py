@@ -3,8 +3,10 @@
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; with WORLD_SIZE > 1 the process group starts with NCCL on
 CUDA and gloo on the CPU. Every rank holds a full replica: DDP averages gradients in backward, and its
 `broadcast_buffers` copies rank 0's buffers (the VQ-VAE codebook and its EMA statistics) to every rank at
-the start of each forward, so the codebook every rank quantizes with is rank 0's. `sync_buffers` repeats
-that broadcast once more after the last step, so the replicas end bit-identical.
+the start of each forward, so the codebook every rank quantizes with is rank 0's. The VQ-VAE's EMA step
+all-reduces its per-batch code counts and sums first (models/vqvae.py), so the codebook follows the
+global batch, not rank 0's share of it; only dead-code restarts draw from rank 0's batch. `sync_buffers`
+repeats the broadcast once more after the last step, so the replicas end bit-identical.
 """
 
 import inspect

@@ -34,3 +34,32 @@ def test_two_ranks_end_with_identical_weights(tmp_path: Path, kind: str) -> None
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,split,loss") and len(rows) > 1  # one writer: rank 0
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["kind"] == kind
+
+
+def _ema_rank(rank: int, init_file: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from models.vqvae import VectorQuantizer, VQVAEConfig
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        quantizer = VectorQuantizer(VQVAEConfig(codebook_size=4, code_dim=2, ema_decay=0.5,
+                                                dead_code_threshold=0.0))  # fmt: skip
+        flat = torch.full((3, 2), float(rank + 1))  # rank 0 sends three vectors to code 0, rank 1 to code 3
+        quantizer.update(flat, torch.full((3,), 3 * rank), generator=None)
+        torch.save({"count": quantizer.ema_count, "sum": quantizer.ema_sum}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_vq_ema_step_counts_every_ranks_vectors(tmp_path: Path) -> None:
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ema_rank, args=(str(tmp_path / "init"), str(tmp_path / "ema")), nprocs=2, join=True)
+    for rank in (0, 1):
+        ema = torch.load(tmp_path / f"ema.{rank}")
+        # decay 0.5 from zero: half of the global batch's counts, three vectors at code 0 and three at code 3
+        assert ema["count"].tolist() == [1.5, 0.0, 0.0, 1.5]
+        assert ema["sum"][0].tolist() == [1.5, 1.5] and ema["sum"][3].tolist() == [3.0, 3.0]
