@@ -64,6 +64,12 @@ class KindAdapter:
     fully_convolutional: ClassVar[bool] = False
     latent_input: ClassVar[str | None] = None  # the decode request's field
     files: ClassVar[tuple[str, ...]] = ()  # extra artifact files (manifest "files") the kind needs
+    # Graphs served when the manifest has them; artifacts exported before they existed still load.
+    optional_graphs: ClassVar[tuple[str, ...]] = ()
+
+    def served_graphs(self, m: Manifest) -> tuple[str, ...]:
+        """The required graphs, then the optional ones this artifact has."""
+        return (*self.graphs, *(g for g in self.optional_graphs if g in m.graphs))
 
     def image_feed(self, m: Manifest) -> np.ndarray:
         return np.zeros((1, m.channels, m.height, m.width), np.float32)
@@ -88,6 +94,9 @@ class KindAdapter:
         raise NotImplementedError
 
     async def reconstruct(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
+        if "reconstruct" in self.optional_graphs and "reconstruct" in manifest_of(model).graphs:
+            # the fused graph: one batched run instead of an encoder run and a decoder run
+            return (await model.run("reconstruct", {"image": x}))["reconstruction"]
         return await self.from_latent(model, await self.to_latent(model, x))
 
     async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
@@ -101,6 +110,7 @@ class KindAdapter:
 class VAEAdapter(KindAdapter):
     kind = "vae"
     graphs = ("encoder", "decoder", "elbo")
+    optional_graphs = ("reconstruct",)
     operations = ("reconstruct", "encode", "decode", "interpolate", "sample", "traverse", "score")
     latent_input = "latent"
 
@@ -113,6 +123,7 @@ class VAEAdapter(KindAdapter):
             "encoder": {"image": self.image_feed(m)},
             "decoder": {"latent": z},
             "elbo": {"image": self.image_feed(m), "eps": z},
+            "reconstruct": {"image": self.image_feed(m)},
         }[graph]
 
     def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
@@ -148,6 +159,7 @@ class BetaVAEAdapter(VAEAdapter):
 class VQVAEAdapter(KindAdapter):
     kind = "vqvae"
     graphs = ("encoder", "decoder", "decoder_continuous")
+    optional_graphs = ("reconstruct",)
     operations = ("reconstruct", "encode", "decode", "interpolate", "tokens", "codebook", "score")
     fully_convolutional = True
     latent_input = "tokens"
@@ -169,6 +181,7 @@ class VQVAEAdapter(KindAdapter):
             "encoder": {"image": self.image_feed(m)},
             "decoder": {"tokens": np.zeros((1, h, w), np.int64)},
             "decoder_continuous": {"z_e": np.zeros((1, self.code_dim(m), h, w), np.float32)},
+            "reconstruct": {"image": self.image_feed(m)},
         }[graph]
 
     def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:

@@ -196,7 +196,7 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         missing = [f for f in adapter.files if f not in manifest.files]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
-        for g in adapter.graphs:
+        for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")
             session = GraphSession(path, settings, plan)

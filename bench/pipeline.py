@@ -32,8 +32,9 @@ class DirectRunner:
 
         self.manifest = read_manifest(folder)
         self.adapter = ADAPTERS[self.manifest.kind]
-        files = {g: folder / self.manifest.graphs[g].file for g in self.adapter.graphs} | (files or {})
-        self.sessions = {g: graph_session(files[g], provider) for g in self.adapter.graphs}
+        graphs = self.adapter.served_graphs(self.manifest)
+        files = {g: folder / self.manifest.graphs[g].file for g in graphs} | (files or {})
+        self.sessions = {g: graph_session(files[g], provider) for g in graphs}
         self.provider = next(iter(self.sessions.values())).provider
 
     async def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

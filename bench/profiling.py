@@ -132,7 +132,7 @@ def run_profile(
     m = read_manifest(folder)
     adapter = ADAPTERS[m.kind]
     operators = {}
-    for graph in adapter.graphs:
+    for graph in adapter.served_graphs(m):
         one = adapter.warmup_feeds(m, graph)
         for batch, runs in ((1, 20), (max_batch, 3)):
             feeds = {k: np.repeat(v, batch, axis=0) for k, v in one.items()}

@@ -127,6 +127,9 @@ def _vae_graphs(model: VAE) -> KindExport:
         Graph("decoder", _Stage(model, lambda m, latent: m.decode(latent)),
               (Port("latent", "float32", ("batch", z)),), (image,),
               lambda n, h, w, g: (torch.randn(n, z, generator=g),)),
+        # encoder mean -> decoder in one run: what the service's reconstruct does, one queue hop fewer
+        Graph("reconstruct", _Stage(model, lambda m, x: m.decode(m.encode(x)[0])), (image,),
+              (Port("reconstruction", "float32", ("batch", c, s, s)),), _rand_images(c)),
         Graph("elbo", _Stage(model, lambda m, x, eps: m.neg_elbo(x, eps)["bits_per_dim"]),
               (image, Port("eps", "float32", ("batch", z))), (Port("bits_per_dim", "float32", ("batch",)),),
               # binary images for a Bernoulli model, so the ELBO is evaluated on data it could have seen
@@ -176,6 +179,20 @@ def _vqvae_graphs(model: VQVAE) -> KindExport:
               lambda n, h, w, g: (model.encode(torch.rand(n, c, h, w, generator=g)),),
               ties=lambda inputs, out, other: near_ties(codebook, inputs[0], out[1], other)),
     ]
+    def reconstruct(m: VQVAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        return m.decode_continuous(m.encode(x))
+
+    def reconstruct_ties(inputs: tuple[Tensor, ...], out: tuple[Tensor, ...], other: np.ndarray
+                         ) -> np.ndarray:
+        with torch.no_grad():
+            return near_ties(codebook, model.encode(inputs[0]), out[1], other)
+
+    # encode -> quantise -> decode in one run (the service's reconstruct: one queue hop fewer)
+    graphs.append(
+        Graph("reconstruct", _Stage(model, reconstruct), (image,),
+              (Port("reconstruction", "float32", ("batch", c, "height", "width")), tokens),
+              _rand_images(c), ties=reconstruct_ties)
+    )
     side = (s * 3 // 2) // f * f  # a second size, ~1.5x, on the encoder's grid
     return KindExport(
         graphs=graphs,

@@ -152,6 +152,29 @@ def test_vqvae_tokens_decode_to_the_reconstruction(client: TestClient, image_byt
     assert np.abs(pixels(decoded.content) - pixels(recon.content)).max() <= 1
 
 
+def test_reconstruct_runs_the_fused_graph_and_older_artifacts_without_it_still_serve(
+    client: TestClient, artifact_copy: Path, make_settings, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    img = image_bytes(32, 32)
+    for kind in ("vae", "vqvae"):  # an artifact from before the fused graph: encoder, then decoder
+        manifest_file = artifact_copy / kind / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        (artifact_copy / kind / manifest["graphs"].pop("reconstruct")["file"]).unlink()
+        manifest_file.write_text(json.dumps(manifest))
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    with TestClient(create_app(make_settings(artifact_copy))) as old:
+        for kind in ("vae", "vqvae"):
+            fused = registry.graphs[f"{kind}_reconstruct"].batcher.stats
+            before = fused.requests
+            new = pixels(client.post(f"/v1/models/{kind}/reconstruct", files=upload(img)).content)
+            assert fused.requests == before + 1  # one run of the fused graph, not encoder + decoder
+            assert f"{kind}_reconstruct" not in old.app.state.registry.graphs  # type: ignore[attr-defined]
+            two_step = pixels(old.post(f"/v1/models/{kind}/reconstruct", files=upload(img)).content)
+            assert np.abs(new - two_step).max() <= 1
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "field"),
     [

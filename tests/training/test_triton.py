@@ -126,9 +126,9 @@ def test_cli_from_artifact(tiny_artifacts, tmp_path, capsys):
     assert cli(["export", "--from-artifact", str(tiny_artifacts / "vqvae"), "--triton", str(out),
                 "--max-batch-size", "64"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["vqvae_decoder", "vqvae_decoder_continuous", "vqvae_encoder"]
+    assert names == ["vqvae_decoder", "vqvae_decoder_continuous", "vqvae_encoder", "vqvae_reconstruct"]
     assert _config(out / "vqvae_decoder").max_batch_size == 64
-    assert "wrote 3 Triton models" in capsys.readouterr().out
+    assert "wrote 4 Triton models" in capsys.readouterr().out
 
 
 def test_cli_from_checkpoint_writes_artifact_and_repository(tiny_checkpoints, tmp_path):
@@ -136,7 +136,7 @@ def test_cli_from_checkpoint_writes_artifact_and_repository(tiny_checkpoints, tm
     argv = ["export", str(tiny_checkpoints["vae"]), "--out", str(art), "--name", "v1", "--triton", str(repo)]
     assert cli(argv) == 0
     assert json.loads((art / "manifest.json").read_text())["name"] == "v1"
-    assert sorted(p.name for p in repo.iterdir()) == ["v1_decoder", "v1_elbo", "v1_encoder"]
+    assert sorted(p.name for p in repo.iterdir()) == ["v1_decoder", "v1_elbo", "v1_encoder", "v1_reconstruct"]
     assert _config(repo / "v1_elbo").output[0].name == "bits_per_dim"
 
 
