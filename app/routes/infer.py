@@ -138,12 +138,18 @@ async def _fitted(
             field=field,
         )
 
-    # Decoded side by side, a core's worth at a time: Pillow releases the GIL while it decodes, so a
-    # bulk request uses every core, while at most that many full-size images are in memory at once.
-    fitted: list[imaging.Fitted] = []
-    for start in range(0, len(data), _DECODE_AT_ONCE):
-        part = data[start : start + _DECODE_AT_ONCE]
-        fitted += await asyncio.gather(*(run_in_threadpool(load, b) for b in part))
+    def load_all(part: list[bytes]) -> list[imaging.Fitted]:
+        return [load(b) for b in part]
+
+    # One worker thread per core, each decoding its share one image after another: Pillow releases the
+    # GIL while it decodes, so a bulk request uses every core, at most one full-size image per thread is
+    # in memory at once, and a request costs one thread hand-off per core rather than one per image.
+    shares = min(_DECODE_AT_ONCE, len(data))
+    step = -(-len(data) // shares)
+    parts = await asyncio.gather(
+        *(run_in_threadpool(load_all, data[i : i + step]) for i in range(0, len(data), step))
+    )
+    fitted = [f for part in parts for f in part]
     if len({f.array.shape for f in fitted}) > 1:
         raise InvalidInput(
             "images kept at different sizes (fit=none); send one size per request", field=field
