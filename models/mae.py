@@ -191,34 +191,40 @@ class MAE(nn.Module):
         var = (((x - mean) * keep) ** 2).sum((2, 3), keepdim=True) / count
         return mean, var.clamp(min=_MIN_STD**2).sqrt()
 
-    def _standardise(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x in [0, 1] -> the encoder's input space (visible-pixel standardised, or [-1, 1])."""
+    def _standardise(self, x: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """x in [0, 1] -> (the encoder's input space: visible-pixel standardised, or [-1, 1]; the visible
+        mean and std used, to map a prediction back, or None without visible_norm)."""
         if not self.config.visible_norm:
-            return x * 2.0 - 1.0
+            return x * 2.0 - 1.0, None
         mean, std = self._visible_stats(x, mask)
-        return (x - mean) / std
+        return (x - mean) / std, (mean, std)
 
     # --- stages -------------------------------------------------------------------------------------------
     def forward_encoder(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode the visible patches of x [N, C, H, W] in [0, 1]; see `_encode`."""
+        return self._encode(self._standardise(x, mask)[0], mask)
+
+    def _encode(self, standardised: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode the visible patches.
 
-        x [N, C, H, W] in [0, 1]; mask [N, L] (1 = remove, 0 = keep). Returns
+        standardised [N, C, H, W] (x through `_standardise`); mask [N, L] (1 = remove, 0 = keep). Returns
         latent [N, K, E] (K = the batch's largest visible count), ids_keep [N, K] int64 (the patch index of
         each slot, visible patches first in row-major order) and valid [N, K] bool (False for a slot that
         only pads a sample with fewer visible patches; its latent is meaningless).
         """
         length = self.num_patches
-        tokens = self.patch_embed(self.patchify(self._standardise(x, mask))) + self.pos_embed  # (N, L, E)
+        tokens = self.patch_embed(self.patchify(standardised)) + self.pos_embed  # (N, L, E)
+        device = standardised.device
         removed = (mask >= 0.5).float()
         num_visible = (length - removed.sum(1)).long()  # (N,)
         # Keys removed*L + index are all distinct, so a plain argsort gives visible-first, row-major order
         # without relying on a stable sort (ONNX TopK's tie order is not something to lean on).
         order = torch.argsort(
-            removed * length + torch.arange(length, device=x.device, dtype=torch.float32), dim=1
+            removed * length + torch.arange(length, device=device, dtype=torch.float32), dim=1
         )
         k = num_visible.max().clamp(min=1)  # a tensor, so the exported graph keeps K data dependent
         ids_keep = order[:, :k]  # (N, K)
-        valid = torch.arange(length, device=x.device)[None, :k] < num_visible[:, None]  # (N, K)
+        valid = torch.arange(length, device=device)[None, :k] < num_visible[:, None]  # (N, K)
         latent = torch.gather(tokens, 1, ids_keep[:, :, None].expand(-1, -1, tokens.shape[2]))
         key_bias = (~valid).float() * _NEG
         for block in self.blocks:
@@ -244,9 +250,10 @@ class MAE(nn.Module):
             raise ValueError(
                 "this MAE predicts per-patch normalised pixels (norm_pix_loss); it cannot reconstruct"
             )
-        pred = self.unpatchify(self.forward_decoder(*self.forward_encoder(x, mask)))
-        if self.config.visible_norm:
-            mean, std = self._visible_stats(x, mask)
+        standardised, stats = self._standardise(x, mask)  # the visible statistics, computed once
+        pred = self.unpatchify(self.forward_decoder(*self._encode(standardised, mask)))
+        if stats is not None:
+            mean, std = stats
             pred = pred * std + mean
         return pred.clamp(0.0, 1.0)
 
@@ -260,8 +267,9 @@ class MAE(nn.Module):
     ) -> tuple[Tensor, dict[str, float]]:
         """Mean squared error on the removed patches only, with a fresh random mask at config.mask_ratio."""
         mask = self.random_mask(x.shape[0], self.config.mask_ratio, generator)
-        pred = self.forward_decoder(*self.forward_encoder(x, mask))  # (N, L, P)
-        target = self.patchify(self._standardise(x, mask) if self.config.visible_norm else x)
+        standardised, stats = self._standardise(x, mask)
+        pred = self.forward_decoder(*self._encode(standardised, mask))  # (N, L, P)
+        target = self.patchify(standardised if stats is not None else x)
         if self.config.norm_pix_loss:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
