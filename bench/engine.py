@@ -66,23 +66,22 @@ class TorchModel:
 
 
 def torch_model(folder: Path, runs: Path) -> TorchModel:
-    """The artifact's model in torch: the weights of `runs/<name>/checkpoint` when its sha256 is the
-    manifest's `checkpoint_sha256`, else random weights of the same architecture."""
+    """The artifact's model in torch: the weights of the checkpoint under `runs/` (`runs/<name>` first,
+    then every `runs/*/checkpoint`) whose sha256 is the manifest's `checkpoint_sha256`, else random
+    weights of the same architecture."""
     import models
-    from training.checkpoint import MODEL_FILE, load_model, resolve_checkpoint
-    from training.errors import UserError
+    from training.checkpoint import MODEL_FILE, load_model
     from training.export import sha256_file
 
     manifest = json.loads((folder / "manifest.json").read_text())
     training = manifest.get("training") or {}
-    try:
-        ckpt = resolve_checkpoint(runs / manifest["name"])
-        if sha256_file(ckpt / MODEL_FILE) == training.get("checkpoint_sha256"):
+    want = training.get("checkpoint_sha256")
+    candidates = [runs / manifest["name"] / "checkpoint", *sorted(runs.glob("*/checkpoint"))]
+    for ckpt in dict.fromkeys(c for c in candidates if (c / MODEL_FILE).is_file()):
+        if want and sha256_file(ckpt / MODEL_FILE) == want:
             model, _ = load_model(ckpt)
             return TorchModel(model, f"checkpoint {ckpt} (sha256 matches the artifact)")
-        note = f"random init ({ckpt} does not match the artifact's checkpoint_sha256)"
-    except UserError:
-        note = f"random init (no checkpoint at {runs / manifest['name']}; same architecture, same cost)"
+    note = f"random init (no checkpoint under {runs} matches the artifact; same architecture, same cost)"
     import torch
 
     torch.manual_seed(0)
