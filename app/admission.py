@@ -10,6 +10,7 @@
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,18 +21,35 @@ from app.errors import Overloaded, ServiceError
 CLIENT_GONE = "aeserve.client_gone"
 
 
+@dataclass
+class Inflight:
+    """POST requests being handled now: counted by InflightLimitMiddleware, read by the batchers (a batch
+    does not wait for requests that are not there)."""
+
+    count: int = 0
+
+
 class InflightLimitMiddleware:
     """Refuse POST requests past `limit` in flight with 429 (Overloaded), before reading their body."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, retry_after_s: int, respond: Callable[[Scope, ServiceError], Any]
+        self,
+        app: ASGIApp,
+        limit: int,
+        retry_after_s: int,
+        respond: Callable[[Scope, ServiceError], Any],
+        counter: Inflight | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self.retry_after_s = retry_after_s
         self.respond = respond  # (scope, error) -> ASGI response
-        self.inflight = 0
+        self.counter = counter or Inflight()
         self.refused = 0  # a counter for tests and operators
+
+    @property
+    def inflight(self) -> int:
+        return self.counter.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -45,11 +63,11 @@ class InflightLimitMiddleware:
             )
             await self.respond(scope, error)(scope, receive, send)
             return
-        self.inflight += 1
+        self.counter.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            self.counter.count -= 1
 
 
 def _declares_no_body(scope: Scope) -> bool:

@@ -2,11 +2,12 @@
 
 A request is a dict of arrays that share axis 0 (its item count). Requests wait in a bounded queue;
 one worker task per graph takes the oldest request, gathers later ones with the same non-batch shapes
-(never mixing shapes in one batch) until `max_batch_size` items or `max_delay_s`, drops requests whose
-client has gone (cancelled futures), runs the batch in a thread and hands each request its slice. A
-failed batch fails every request in it with the same error. A full queue refuses at once (`Overloaded`).
-A model reload `retire`s the old graph's batcher: it serves what is queued and then stops, restarting
-for a late request that still holds the old model, so a reload never fails a request.
+(never mixing shapes in one batch) until `max_batch_size` items or `max_delay_s` (or at once when no other
+request in flight could join: `demand`), drops requests whose client has gone (cancelled futures), runs
+the batch in a thread and hands each request its slice. A failed batch fails every request in it with
+the same error. A full queue refuses at once (`Overloaded`). A model reload `retire`s the old graph's
+batcher: it serves what is queued and then stops, restarting for a late request that still holds the old
+model, so a reload never fails a request.
 """
 
 import asyncio
@@ -82,8 +83,13 @@ class Batcher:
         max_queue: int,
         retry_after_s: int = 1,
         observer: BatchObserver | None = None,
+        demand: Callable[[], int] | None = None,
     ) -> None:
+        """demand: how many requests the server is handling right now (any of them may still reach this
+        graph). A batch never waits for more requests than could come: when no more are in flight than
+        already wait here, it runs at once."""
         self.name = name
+        self._demand = demand
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
@@ -162,6 +168,11 @@ class Batcher:
     def _group_size(self, key: ShapeKey) -> int:
         return sum(p.items for p in self._pending if p.key == key and not p.future.done())
 
+    def _none_can_join(self) -> bool:
+        if self._demand is None:
+            return False
+        return self._demand() <= sum(1 for p in self._pending if not p.future.done())
+
     async def _wait_to_fill(self, first: _Pending) -> None:
         # A lone request after a quiet spell (nothing arrived within the delay before it) is unlikely to
         # be joined: run it now rather than add the delay to every request of a light load. Under load
@@ -169,7 +180,7 @@ class Batcher:
         if first.quiet_before_s > self.max_delay_s and self._group_size(first.key) == first.items:
             return
         deadline = first.enqueued + self.max_delay_s
-        while self._group_size(first.key) < self.max_batch_size:
+        while self._group_size(first.key) < self.max_batch_size and not self._none_can_join():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

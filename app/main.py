@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, version
-from app.admission import CLIENT_GONE, DisconnectMiddleware, InflightLimitMiddleware
+from app.admission import CLIENT_GONE, DisconnectMiddleware, Inflight, InflightLimitMiddleware
 from app.errors import ErrorBody, ServiceError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the lifespan starts (raising StartupError to refuse)."""
     settings = settings or Settings()
     metrics = Metrics()
+    inflight = Inflight()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,7 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow's own bomb guard, behind ours
         registry = await asyncio.to_thread(Registry.load, settings)
         admin.publish(registry, metrics)
-        registry.start(metrics)
+        registry.start(metrics, demand=lambda: inflight.count)
         app.state.registry = registry
         log.info(
             "ready: %d models (%s)",
@@ -224,6 +225,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=settings.max_inflight,
         retry_after_s=settings.retry_after_s,
         respond=lambda scope, error: error_response(error, scope["path"]),
+        counter=inflight,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

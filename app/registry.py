@@ -14,6 +14,7 @@ both maps in one step of the event loop. A model whose new version cannot load k
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,7 @@ class Registry:
         self.executor: ThreadPoolExecutor | None = None
         self.started = False
         self._observer: BatchObserver | None = None
+        self._demand: Callable[[], int] | None = None
         self._reload_lock: asyncio.Lock | None = None
         self._retired: list[Batcher] = []
 
@@ -261,12 +263,13 @@ class Registry:
                     raise StartupError(f"AESERVE_PROVIDERS=cuda but ONNX Runtime fell back for {wrong}")
         return cls(settings, models, ort.get_available_providers())
 
-    def start(self, observer: BatchObserver | None = None) -> None:
-        """Create the batchers (needs the running event loop)."""
+    def start(self, observer: BatchObserver | None = None, demand: Callable[[], int] | None = None) -> None:
+        """Create the batchers (needs the running event loop). demand: requests in flight (Batcher)."""
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, min(8, len(self.graphs))), thread_name_prefix="ort"
         )
         self._observer = observer
+        self._demand = demand
         for model in self.models.values():
             self._start_model(model)
         self.started = True
@@ -283,6 +286,7 @@ class Registry:
                 max_queue=s.max_queue,
                 retry_after_s=s.retry_after_s,
                 observer=self._observer,
+                demand=self._demand,
             )
             g.batcher.start()
 

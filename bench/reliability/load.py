@@ -170,8 +170,10 @@ async def abandon(port: int, request: bytes, *, clients: int, after_s: float) ->
     """`clients` connections send `request` and hang up `after_s` later, before any answer.
 
     A leader sends the same request just before them and waits for its answer (its status is
-    returned): a batcher may run a request that follows a quiet spell at once, and the ones right
-    behind it then wait for their batch to fill, so all `clients` are still queued when they leave.
+    returned): a batcher may run a request that follows a quiet spell at once. A slow uploader sends
+    all of the request but its last byte and holds it until the clients have gone: one more request in
+    flight that could join their batch, so they wait for it to fill and are still queued when they
+    leave (a batcher does not wait when no other request is in flight).
     """
 
     async def one() -> None:
@@ -184,7 +186,11 @@ async def abandon(port: int, request: bytes, *, clients: int, after_s: float) ->
     pool = Connections()
     leader = asyncio.ensure_future(exchange(port, request, pool))
     await asyncio.sleep(0.05)
+    _, slow = await asyncio.open_connection("127.0.0.1", port)
+    slow.write(request[:-1])
+    await slow.drain()
     await asyncio.gather(*(one() for _ in range(clients)))
+    slow.close()
     status = (await leader)[0]
     pool.close()
     return status

@@ -136,3 +136,30 @@ def test_a_lone_request_after_a_quiet_spell_does_not_wait_but_a_busy_graph_does(
         assert b.stats.batch_sizes == {1: 1, 2: 1}
 
     asyncio.run(main())
+
+
+def test_a_batch_waits_only_while_other_requests_in_flight_could_join() -> None:
+    inflight = [0]
+
+    async def timed(b: Batcher) -> float:
+        started = asyncio.get_running_loop().time()
+        await b.submit({"x": np.ones((1, 1), np.float32)})
+        return asyncio.get_running_loop().time() - started
+
+    async def main() -> None:
+        b = make(max_delay_s=0.5, demand=lambda: inflight[0])
+        b.start()
+        inflight[0] = 1
+        await timed(b)  # the first, after a quiet spell, runs at once anyway
+        # back to back: the quiet-spell rule would wait the full 0.5 s, but nothing else is in flight
+        assert await timed(b) < 0.25
+        # two in flight, one here: it waits for the other, which arrives 0.1 s later and joins it
+        inflight[0] = 2
+        first = asyncio.ensure_future(timed(b))
+        await asyncio.sleep(0.1)
+        second = await timed(b)
+        assert 0.08 <= await first < 0.4 and second < 0.25
+        await b.close()
+        assert b.stats.batch_sizes[2] == 1
+
+    asyncio.run(main())
