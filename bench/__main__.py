@@ -131,9 +131,10 @@ def cmd_engine(args: argparse.Namespace, s: dict[str, Any]) -> Path:
     for folder in _folders(args):
         files = None
         if not args.no_fp16:
-            files, kept[folder.name] = fp16.convert_artifact(folder, args.out / "work" / "fp16")
-            m = _input(folder)
-            gates[folder.name] = fp16.gate(folder, files, photos.arrays(64, *m), args.provider)
+            x = photos.arrays(64, *_input(folder))
+            files, kept[folder.name], gates[folder.name] = fp16.gated(
+                folder, args.out / "work" / "fp16", x, args.provider
+            )
         mine, weights[folder.name] = bench_artifact(
             folder,
             runs=args.runs,

@@ -2,13 +2,19 @@
 
 `convert(src, dst)` writes an fp16 copy of an fp32 graph with ONNX Runtime's own converter
 (onnxruntime.transformers.float16): inputs and outputs stay float32 (callers are unchanged), and the VQ
-codebook lookup stays float32: every node on a path from `z_e` to the ArgMin that picks the token (the
-distances ||z||^2 - 2 z.e + ||e||^2, and the argmin itself). In fp16 near-equal distances round to ties
-and flip tokens, and a flipped token changes a whole decoded patch.
+codebook lookup stays float32: every node between the encoder's last convolution and the ArgMin that
+picks the token (z_e's normalisation, the distances ||z||^2 - 2 z.e + ||e||^2, and the argmin itself).
+In fp16 near-equal distances round to ties and flip tokens, and a flipped token changes a whole decoded
+patch.
 
 `gate(folder, fp16_files)` runs the model's reconstruction and tokens with the fp16 graphs beside the fp32
 ones on photo crops; the fp16 graphs pass when the PSNR (against the input) drops by at most 0.1 dB and at
 least 99.5% of tokens are equal.
+
+`gated(folder, ...)` tries the policies in order (POLICIES): `lookup` keeps only the codebook lookup in
+float32; when a VQ-VAE fails the token gate with it, `token-path` keeps every node the token depends on
+(the whole encoder) in float32 too, so tokens are computed exactly as in fp32 and only the decoder runs in
+fp16. The first policy that passes is kept; every attempt is reported.
 """
 
 from __future__ import annotations
@@ -20,15 +26,20 @@ import numpy as np
 
 MAX_PSNR_DROP_DB = 0.1
 MIN_EQUAL_TOKENS = 0.995
-QUANTIZER_INPUT = "z_e"  # the VQ graphs' continuous latent (docs/ARTIFACT.md): where the distances start
+POLICIES = ("lookup", "token-path")  # what stays float32, least first
+_CONVOLUTIONS = ("Conv", "ConvTranspose")
 
 
-def fp32_nodes(model: Any) -> list[str]:
-    """Names of the nodes that must stay float32: those on a path from QUANTIZER_INPUT to an ArgMin,
-    the ArgMin, and the ArgMin's ancestors that depend on no graph input (codebook-only terms)."""
+def fp32_nodes(model: Any, policy: str = "lookup") -> list[str]:
+    """Names of the nodes that must stay float32, found by structure (not by tensor names, so a fused
+    graph whose z_e is internal is treated like the encoder whose z_e is an output).
+
+    `lookup`: every ancestor of an ArgMin that is not part of a convolution stack, i.e. not a convolution
+    or an ancestor of one: what runs after the encoder's last convolution (z_e's normalisation, the
+    distances ||z||^2 - 2 z.e + ||e||^2, codebook-only terms) and the ArgMin. `token-path`: every ancestor
+    of an ArgMin, the encoder included."""
     nodes = list(model.graph.node)
     producer = {out: n for n in nodes for out in n.output}
-    graph_inputs = {i.name for i in model.graph.input}
 
     def ancestors(node: Any) -> dict[str, Any]:
         seen: dict[str, Any] = {}
@@ -41,30 +52,18 @@ def fp32_nodes(model: Any) -> list[str]:
             stack += [producer[i] for i in n.input if i in producer]
         return seen
 
-    def depends_on(node: Any, values: set[str], memo: dict[str, bool]) -> bool:
-        if node.name not in memo:
-            memo[node.name] = False  # graphs are acyclic; this only guards the recursion
-            memo[node.name] = any(
-                i in values or (i in producer and depends_on(producer[i], values, memo)) for i in node.input
-            )
-        return memo[node.name]
-
     keep: set[str] = set()
     for argmin in (n for n in nodes if n.op_type == "ArgMin"):
-        from_z, from_inputs = {}, {}  # type: ignore[var-annotated]
-        for name, n in ancestors(argmin).items():
-            on_path = (
-                n is argmin or depends_on(n, {QUANTIZER_INPUT}, from_z) or n.output[0] == QUANTIZER_INPUT
-            )
-            # the encoder computes z_e itself: the nodes *making* z_e are not on the path, only those after
-            makes_z = QUANTIZER_INPUT in n.output
-            constant = not depends_on(n, graph_inputs, from_inputs)
-            if (on_path and not makes_z) or constant:
-                keep.add(name)
+        path = ancestors(argmin)
+        if policy == "lookup":
+            for conv in [n for n in path.values() if n.op_type in _CONVOLUTIONS]:
+                for name in ancestors(conv):
+                    path.pop(name, None)
+        keep |= set(path)
     return sorted(keep)
 
 
-def convert(src: Path, dst: Path) -> list[str]:
+def convert(src: Path, dst: Path, policy: str = "lookup") -> list[str]:
     """Write the fp16 graph of `src` to `dst`; returns the nodes kept in float32."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -72,14 +71,44 @@ def convert(src: Path, dst: Path) -> list[str]:
     model = onnx.load(str(src))
     for i, node in enumerate(model.graph.node):  # the block list matches names: give every node one
         node.name = node.name or f"{node.op_type}_{i}"
-    keep = fp32_nodes(model)
+    keep = fp32_nodes(model, policy)
     fp16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    _drop_round_trips(fp16)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(fp16, str(dst))
     return keep
 
 
-def convert_artifact(folder: Path, out: Path) -> tuple[dict[str, Path], dict[str, list[str]]]:
+def _drop_round_trips(model: Any) -> int:
+    """Remove the fp32 -> fp16 -> fp32 Cast pairs the converter puts on every edge between two nodes it
+    was told to keep in float32 (it types every intermediate tensor fp16 and casts around blocked nodes),
+    which would round the kept chain to fp16 at each step. The second Cast becomes an Identity of the
+    first one's fp32 input; a first Cast nobody reads any more is removed. Returns how many pairs."""
+    from onnx import TensorProto
+
+    def cast_to(node: Any) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    nodes = list(model.graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    dropped = 0
+    for node in nodes:
+        first = producer.get(node.input[0]) if node.input else None
+        if cast_to(node) == TensorProto.FLOAT and first is not None and cast_to(first) == TensorProto.FLOAT16:
+            node.op_type = "Identity"
+            del node.attribute[:]
+            node.input[0] = first.input[0]
+            dropped += 1
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    for node in [n for n in model.graph.node if cast_to(n) == TensorProto.FLOAT16]:
+        if node.output[0] not in read:
+            model.graph.node.remove(node)
+    return dropped
+
+
+def convert_artifact(
+    folder: Path, out: Path, policy: str = "lookup"
+) -> tuple[dict[str, Path], dict[str, list[str]]]:
     """fp16 copies of every graph of an artifact under `out/<name>/`: graph -> file, graph -> fp32 nodes."""
     import json
 
@@ -87,9 +116,25 @@ def convert_artifact(folder: Path, out: Path) -> tuple[dict[str, Path], dict[str
     files, kept = {}, {}
     for graph, spec in manifest["graphs"].items():
         dst = out / manifest["name"] / f"{graph}.fp16.onnx"
-        kept[graph] = convert(folder / spec["file"], dst)
+        kept[graph] = convert(folder / spec["file"], dst, policy)
         files[graph] = dst
     return files, kept
+
+
+def gated(
+    folder: Path, out: Path, x: np.ndarray, provider: str
+) -> tuple[dict[str, Path], dict[str, list[str]], dict[str, Any]]:
+    """fp16 copies of an artifact under the first policy that passes the gate (else the last one tried):
+    (graph -> file, graph -> fp32 nodes, the gate's result with `policy` and every attempt)."""
+    attempts = []
+    for policy in POLICIES:
+        files, kept = convert_artifact(folder, out / policy, policy)
+        result = {"policy": policy, **gate(folder, files, x, provider)}
+        attempts.append(result)
+        has_tokens = any(kept.values()) and "equal_tokens" in result
+        if result["passed"] or not has_tokens:  # without a codebook the policies are the same graph
+            break
+    return files, kept, {**result, "attempts": attempts}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -80,12 +80,46 @@ def test_engine_covers_every_graph_runtime_and_batch(results: Path, tiny_artifac
     assert 0 <= data["fp16_gate"]["vqvae"]["equal_tokens"] <= 1
 
 
-def test_fp16_keeps_the_codebook_lookup_in_fp32(results: Path) -> None:
-    kept = _read(results, "engine")["fp16_fp32_nodes"]["vqvae"]
-    for graph in ("encoder", "decoder_continuous"):
-        assert any("ArgMin" in n for n in kept[graph]) and any("MatMul" in n for n in kept[graph])
-        assert not any("Conv" in n for n in kept[graph])  # the conv stacks do go to fp16
-    assert kept["decoder"] == []  # no quantizer in the token decoder
+def test_fp16_keeps_the_codebook_lookup_or_the_whole_token_path_in_fp32(
+    results: Path, tiny_artifacts: Path, tmp_path: Path
+) -> None:
+    from bench import fp16
+
+    gate = _read(results, "engine")["fp16_gate"]["vqvae"]
+    assert [a["policy"] for a in gate["attempts"]] in (["lookup"], list(fp16.POLICIES))
+    assert gate["policy"] == gate["attempts"][-1]["policy"]
+    folder = tiny_artifacts / "vqvae"
+    for graph in ("encoder", "decoder_continuous", "reconstruct", "decoder"):
+        src = folder / f"{graph}.onnx"
+        lookup = fp16.convert(src, tmp_path / f"{graph}.lookup.onnx", "lookup")
+        path = fp16.convert(src, tmp_path / f"{graph}.path.onnx", "token-path")
+        if graph == "decoder":  # no quantizer in the token decoder: everything goes to fp16
+            assert lookup == path == []
+            continue
+        assert any("ArgMin" in n for n in lookup) and any("MatMul" in n for n in lookup)
+        assert not any("Conv" in n for n in lookup)  # the conv stacks do go to fp16
+        has_encoder = graph != "decoder_continuous"  # which starts at z_e: both policies keep the same
+        assert set(lookup) < set(path) if has_encoder else set(lookup) == set(path)
+        assert any("Conv" in n for n in path) == has_encoder  # the encoder's convs
+        assert not any("ConvTranspose" in n for n in path)  # the decoder stays fp16 under either policy
+        for policy in ("lookup", "path"):  # kept nodes pass fp32 to each other, never through an fp16 cast
+            assert _fp16_round_trips(tmp_path / f"{graph}.{policy}.onnx") == 0, (graph, policy)
+
+
+def _fp16_round_trips(path: Path) -> int:
+    """Cast-to-fp32 nodes whose input is a Cast-to-fp16: a value rounded to fp16 between two fp32 nodes."""
+    import onnx
+
+    nodes = list(onnx.load(str(path)).graph.node)
+    casts = [n for n in nodes if n.op_type == "Cast"]
+    to = {n.output[0]: next(a.i for a in n.attribute if a.name == "to") for n in casts}
+    return sum(
+        1
+        for n in nodes
+        if n.op_type == "Cast"
+        and to[n.output[0]] == onnx.TensorProto.FLOAT
+        and to.get(n.input[0]) == onnx.TensorProto.FLOAT16
+    )
 
 
 def test_service_scenarios_have_no_errors(results: Path) -> None:
