@@ -84,12 +84,16 @@ class Batcher:
         retry_after_s: int = 1,
         observer: BatchObserver | None = None,
         demand: Callable[[], int] | None = None,
+        inline_when_idle: bool = False,
     ) -> None:
         """demand: how many requests the server is handling right now (any of them may still reach this
         graph). A batch never waits for more requests than could come: when no more are in flight than
-        already wait here, it runs at once."""
+        already wait here, it runs at once. inline_when_idle: a single-item batch of the only request in
+        flight runs on the event loop's own thread, skipping the hand-off to the executor and back (a
+        request arriving meanwhile waits at most that one small run)."""
         self.name = name
         self._demand = demand
+        self._inline_when_idle = inline_when_idle and demand is not None
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
@@ -235,8 +239,10 @@ class Batcher:
         feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
         items = sum(p.items for p in batch)
         try:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._run, feeds)
+            if self._inline_when_idle and items == 1 and self._demand is not None and self._demand() <= 1:
+                outputs = self._run(feeds)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
         except Exception as exc:  # one runtime failure reaches every request of the batch
             self.stats.failed_batches += 1
             error = InferenceFailed(f"{self.name}: inference failed: {exc}")

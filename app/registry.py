@@ -287,6 +287,7 @@ class Registry:
                 retry_after_s=s.retry_after_s,
                 observer=self._observer,
                 demand=self._demand,
+                inline_when_idle=s.inline_when_idle,
             )
             g.batcher.start()
 

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1, description="Most items one batched run holds.")
     max_delay_ms: float = Field(default=5.0, ge=0, description="Longest wait for a batch to fill, in ms.")
     max_queue: int = Field(default=256, ge=1, description="Most requests waiting per graph; more -> 429.")
+    inline_when_idle: bool = Field(
+        default=True,
+        description="Run a one-image batch on the event loop thread when it is the only request in flight "
+        "(no thread hand-off: lower latency at light load).",
+    )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 429.")
     max_inflight: int = Field(
         default=256,

@@ -163,3 +163,27 @@ def test_a_batch_waits_only_while_other_requests_in_flight_could_join() -> None:
         assert b.stats.batch_sizes[2] == 1
 
     asyncio.run(main())
+
+
+def test_a_lone_one_image_batch_runs_on_the_loop_thread_only_when_idle() -> None:
+    inflight = [1]
+    threads: list[str] = []
+
+    def record(feeds: Feeds) -> Feeds:
+        threads.append(threading.current_thread().name)
+        return double(feeds)
+
+    async def main() -> None:
+        b = make(record, demand=lambda: inflight[0], inline_when_idle=True)
+        b.start()
+        one, two = np.ones((1, 1), np.float32), np.ones((2, 1), np.float32)
+        await b.submit({"x": one})  # idle, one image: here
+        await b.submit({"x": two})  # two images: a worker thread
+        inflight[0] = 3
+        out = await b.submit({"x": one})  # others in flight: a worker thread
+        await b.close()
+        np.testing.assert_array_equal(out["y"], one * 2)
+
+    asyncio.run(main())
+    loop_thread = threading.main_thread().name
+    assert threads[0] == loop_thread and loop_thread not in threads[1:]

@@ -101,3 +101,11 @@ def test_unsupported_and_undecodable() -> None:
         imaging.decode(encode(Image.new("RGB", (4, 4)), "BMP"), max_pixels=100)
     with pytest.raises(InvalidInput):
         imaging.decode(b"not an image", max_pixels=100)
+
+
+def test_header_pixels_reads_the_size_without_decoding() -> None:
+    assert imaging.header_pixels(encode(Image.new("RGB", (40, 30)), "PNG")) == 1200
+    assert imaging.header_pixels(png_header_only(5_000, 5_000)) == 25 * 10**6  # only the header is read
+    assert imaging.header_pixels(png_header_only(100_000, 100_000)) is None  # Pillow refuses it outright
+    assert imaging.header_pixels(b"not an image") is None
+    assert imaging.header_pixels(b"") is None
