@@ -148,7 +148,9 @@ def load_fitted(
 
 def to_pil(image: np.ndarray) -> Image.Image:
     """float [C, H, W] in [0, 1] -> 8-bit RGB or L image (values clipped)."""
-    a = np.clip(np.round(np.nan_to_num(image) * 255), 0, 255).astype(np.uint8)
+    # fmax/fmin return the number when the other operand is NaN: NaN -> 0, -inf -> 0, +inf -> 255, the same
+    # as nan_to_num then clip, at half the cost
+    a = np.rint(np.fmin(np.fmax(image, 0.0), 1.0) * 255.0).astype(np.uint8)
     return Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
 
 

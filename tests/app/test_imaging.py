@@ -109,3 +109,8 @@ def test_header_pixels_reads_the_size_without_decoding() -> None:
     assert imaging.header_pixels(png_header_only(100_000, 100_000)) is None  # Pillow refuses it outright
     assert imaging.header_pixels(b"not an image") is None
     assert imaging.header_pixels(b"") is None
+
+
+def test_to_pil_maps_non_finite_values_and_clips() -> None:
+    image = np.array([[[np.nan, np.inf, -np.inf, 1.5, -0.2, 0.5, 1.0, 0.0]]], np.float32)
+    assert np.asarray(imaging.to_pil(image)).tolist() == [[0, 255, 0, 255, 0, 128, 255, 0]]
