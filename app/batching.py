@@ -88,9 +88,10 @@ class Batcher:
     ) -> None:
         """demand: how many requests the server is handling right now (any of them may still reach this
         graph). A batch never waits for more requests than could come: when no more are in flight than
-        already wait here, it runs at once. inline_when_idle: a single-item batch of the only request in
-        flight runs on the event loop's own thread, skipping the hand-off to the executor and back (a
-        request arriving meanwhile waits at most that one small run)."""
+        already wait here, it runs at once. inline_when_idle: a one-image request that is the only one in
+        flight runs on the event loop's own thread (straight from `submit` when nothing is queued or
+        running here), skipping the queue and the hand-off to the executor; a request arriving meanwhile
+        waits at most that one small run."""
         self.name = name
         self._demand = demand
         self._inline_when_idle = inline_when_idle and demand is not None
@@ -107,6 +108,7 @@ class Batcher:
         self._closed = False
         self._retired = False
         self._last_arrival = float("-inf")
+        self._running = False  # a batch is in session.run
         self.stats = BatcherStats()
 
     @property
@@ -154,8 +156,13 @@ class Batcher:
                 f"{self.name}: {len(self._pending)} requests already queued; retry later",
                 retry_after_s=self.retry_after_s,
             )
-        future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
         now = time.perf_counter()
+        if not self._pending and not self._running and self._run_here(items):
+            # idle: nothing queued, nothing running, nobody else in flight; no queue, no task switch
+            self._last_arrival = now
+            self.stats.requests += 1
+            return self._run_now(feeds, items, now)
+        future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(feeds, items, key, future, now, now - self._last_arrival))
         self._last_arrival = now
         self.stats.requests += 1
@@ -234,12 +241,35 @@ class Batcher:
             if batch:
                 await self._run_batch(batch)
 
+    def _run_here(self, items: int) -> bool:
+        """Run on the event loop's thread: a one-image batch while no other request is in flight."""
+        return self._inline_when_idle and items == 1 and self._demand is not None and self._demand() <= 1
+
+    def _run_now(self, feeds: Feeds, items: int, enqueued: float) -> Feeds:
+        started = time.perf_counter()
+        try:
+            outputs = self._run(feeds)
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            raise InferenceFailed(f"{self.name}: inference failed: {exc}") from exc
+        self._record(items, [started - enqueued], time.perf_counter() - started)
+        return outputs
+
+    def _record(self, items: int, queue_s: list[float], compute_s: float) -> None:
+        self.stats.batches += 1
+        self.stats.items += items
+        self.stats.largest_batch = max(self.stats.largest_batch, items)
+        self.stats.batch_sizes[items] += 1
+        if self._observer is not None:
+            self._observer.observe_batch(self.name, items, queue_s, compute_s)
+
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
         items = sum(p.items for p in batch)
+        self._running = True
         try:
-            if self._inline_when_idle and items == 1 and self._demand is not None and self._demand() <= 1:
+            if self._run_here(items):
                 outputs = self._run(feeds)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
@@ -250,13 +280,9 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(error)
             return
-        compute_s = time.perf_counter() - started
-        self.stats.batches += 1
-        self.stats.items += items
-        self.stats.largest_batch = max(self.stats.largest_batch, items)
-        self.stats.batch_sizes[items] += 1
-        if self._observer is not None:
-            self._observer.observe_batch(self.name, items, [started - p.enqueued for p in batch], compute_s)
+        finally:
+            self._running = False
+        self._record(items, [started - p.enqueued for p in batch], time.perf_counter() - started)
         offset = 0
         for p in batch:
             part = {name: out[offset : offset + p.items] for name, out in outputs.items()}

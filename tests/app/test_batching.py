@@ -187,3 +187,18 @@ def test_a_lone_one_image_batch_runs_on_the_loop_thread_only_when_idle() -> None
     asyncio.run(main())
     loop_thread = threading.main_thread().name
     assert threads[0] == loop_thread and loop_thread not in threads[1:]
+
+
+def test_a_failure_on_the_idle_path_is_reported_like_a_failed_batch() -> None:
+    def broken(feeds: Feeds) -> Feeds:
+        raise RuntimeError("device lost")
+
+    async def main() -> None:
+        b = make(broken, demand=lambda: 1, inline_when_idle=True)
+        b.start()
+        with pytest.raises(InferenceFailed, match="device lost"):
+            await b.submit({"x": np.ones((1, 1), np.float32)})
+        await b.close()
+        assert b.stats.failed_batches == 1 and b.stats.requests == 1
+
+    asyncio.run(main())
