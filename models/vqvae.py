@@ -13,6 +13,7 @@ caller's generator.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,11 @@ class VQVAEConfig:
     ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA counts, so an unused code never divides by 0
     dead_code_threshold: float = 1.0  # a code whose EMA count (vectors per batch) falls below is re-seeded
     kmeans_iters: int = 10  # Lloyd iterations of the k-means initialisation on the first training batch
+    # Codebook-entropy regulariser (0 = off): adds weight * (log K - H(mean soft assignment over the batch))
+    # to the loss, a soft assignment being softmax(-squared distance / temperature) over the codes. It
+    # pushes the encoder to spread a batch over the whole codebook (a flatter code distribution).
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.05
 
     def __post_init__(self) -> None:
         if self.kind != "vqvae":
@@ -248,6 +254,17 @@ class VQVAE(nn.Module):
         return self.decode(z_q), tokens
 
     # --- training -----------------------------------------------------------------------------------------
+    def _entropy_gap(self, z_e: Tensor) -> Tensor:
+        """log K - entropy of the batch's mean soft code assignment: 0 when the batch uses every code
+        equally (differentiable in z_e; the codebook is a buffer)."""
+        cfg = self.config
+        flat = self.quantizer.project(z_e.permute(0, 2, 3, 1).reshape(-1, cfg.code_dim).float())
+        embed = self.codebook.detach().float().clone()  # the EMA step updates the buffer in place later
+        dist = (flat**2).sum(1, keepdim=True) - 2.0 * flat @ embed.t() + (embed**2).sum(1)[None, :]
+        mean = torch.softmax(-dist / cfg.entropy_temperature, dim=1).mean(0)
+        entropy = -(mean * torch.log(mean.clamp(min=1e-10))).sum()
+        return math.log(cfg.codebook_size) - entropy
+
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None, step: int
     ) -> tuple[Tensor, dict[str, float]]:
@@ -269,6 +286,8 @@ class VQVAE(nn.Module):
         mse = F.mse_loss(recon, x)
         commit = F.mse_loss(z_e.float(), z_q.detach().float())
         loss = mse + cfg.commitment * commit
+        if cfg.entropy_weight > 0 and self.training:
+            loss = loss + cfg.entropy_weight * self._entropy_gap(z_e)
         counts = torch.bincount(tokens.flatten(), minlength=cfg.codebook_size).float()
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())

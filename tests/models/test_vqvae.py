@@ -150,3 +150,22 @@ def test_normalized_lookup_picks_the_code_of_highest_cosine_for_any_vector() -> 
     assert torch.equal(model.quantizer.nearest(flat), cosine.argmax(1))
     # Scaling a vector does not change its token: interpolating z_e between images stays meaningful.
     assert torch.equal(model.quantizer.nearest(flat * 0.01), model.quantizer.nearest(flat))
+
+
+def test_entropy_regulariser_adds_the_codebook_entropy_gap_and_trains_the_encoder() -> None:
+    import copy
+    import math
+
+    torch.manual_seed(0)
+    plain = VQVAE(models.make_config("vqvae", "tiny")).train()
+    x = torch.rand(8, 3, 16, 16)
+    plain.loss(x, generator=torch.Generator().manual_seed(0), step=0)  # k-means start of the codebook
+    regularised = copy.deepcopy(plain)
+    regularised.config = models.make_config("vqvae", "tiny", entropy_weight=0.5)
+    gap = regularised._entropy_gap(regularised.encode(x))
+    assert 0.0 < gap.item() < math.log(16)
+    with_term, _ = regularised.loss(x, generator=torch.Generator().manual_seed(1), step=1)
+    without, _ = plain.loss(x, generator=torch.Generator().manual_seed(1), step=1)
+    assert with_term.item() == pytest.approx(without.item() + 0.5 * gap.item(), rel=1e-4)
+    gap.backward()  # the codebook is a buffer: only the encoder can lower the gap
+    assert sum(float(p.grad.abs().sum()) for p in regularised.encoder.parameters() if p.grad is not None) > 0
