@@ -124,6 +124,7 @@ class Batcher:
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+            self._report_depth()  # the gauge exists from the start, also for a graph only ever run idle
 
     def retire(self) -> None:
         """A reload replaced this graph: serve what is queued, then let the worker end (no new work is
