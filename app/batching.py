@@ -251,10 +251,13 @@ class Batcher:
         try:
             outputs = self._run(feeds)
         except Exception as exc:
-            self.stats.failed_batches += 1
-            raise InferenceFailed(f"{self.name}: inference failed: {exc}") from exc
+            raise self._failed(exc) from exc
         self._record(items, [started - enqueued], time.perf_counter() - started)
         return outputs
+
+    def _failed(self, exc: Exception) -> InferenceFailed:
+        self.stats.failed_batches += 1
+        return InferenceFailed(f"{self.name}: inference failed: {exc}")
 
     def _record(self, items: int, queue_s: list[float], compute_s: float) -> None:
         self.stats.batches += 1
@@ -275,8 +278,7 @@ class Batcher:
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
         except Exception as exc:  # one runtime failure reaches every request of the batch
-            self.stats.failed_batches += 1
-            error = InferenceFailed(f"{self.name}: inference failed: {exc}")
+            error = self._failed(exc)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)

@@ -106,6 +106,11 @@ def _sample_rows(flat: Tensor, n: int, generator: torch.Generator | None) -> Ten
     return flat[idx.to(flat.device)]
 
 
+def squared_distances(flat: Tensor, embed: Tensor) -> Tensor:
+    """Squared distances ||z||^2 - 2 z.e + ||e||^2 of flat [M, D] to the codes [K, D]: [M, K]."""
+    return (flat**2).sum(1, keepdim=True) - 2.0 * flat @ embed.t() + (embed**2).sum(1)[None, :]
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-code lookup in a codebook [K, D] kept by exponential moving averages (no gradient)."""
 
@@ -134,10 +139,7 @@ class VectorQuantizer(nn.Module):
         finds the code of highest cosine similarity.
         """
         with torch.autocast(device_type=flat.device.type, enabled=False):
-            flat = self.project(flat.float())
-            embed = self.embed.float()
-            dist = (flat**2).sum(1, keepdim=True) - 2.0 * flat @ embed.t() + (embed**2).sum(1)[None, :]
-            return dist.argmin(dim=1)
+            return squared_distances(self.project(flat.float()), self.embed.float()).argmin(dim=1)
 
     def project(self, v: Tensor) -> Tensor:
         """v [..., D] onto the unit sphere when the lookup is normalised; unchanged otherwise."""
@@ -261,8 +263,7 @@ class VQVAE(nn.Module):
         cfg = self.config
         flat = self.quantizer.project(z_e.permute(0, 2, 3, 1).reshape(-1, cfg.code_dim).float())
         embed = self.codebook.detach().float().clone()  # the EMA step updates the buffer in place later
-        dist = (flat**2).sum(1, keepdim=True) - 2.0 * flat @ embed.t() + (embed**2).sum(1)[None, :]
-        mean = torch.softmax(-dist / cfg.entropy_temperature, dim=1).mean(0)
+        mean = torch.softmax(-squared_distances(flat, embed) / cfg.entropy_temperature, dim=1).mean(0)
         entropy = -(mean * torch.log(mean.clamp(min=1e-10))).sum()
         return math.log(cfg.codebook_size) - entropy
 
