@@ -106,8 +106,11 @@ def load_weights(folder: Path, model: nn.Module) -> None:
         tensors = load_file(str(folder / MODEL_FILE))
         model.load_state_dict(tensors, strict=True)
     except (OSError, SafetensorError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise UserError(f"cannot load weights from {folder / MODEL_FILE}: {first_line}") from exc
+        # torch's message is a header line ending in ':' and then one line per problem; keep the first
+        # line that names one (a missing key, or a shape that differs).
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = next((line for line in lines if not line.endswith(":")), lines[0] if lines else "")
+        raise UserError(f"cannot load weights from {folder / MODEL_FILE}: {detail}") from exc
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -133,8 +133,11 @@ class _Run:
         else:
             if (self.ckpt_dir / ckpt.STATE_FILE).exists():
                 raise UserError(f"{self.out} already holds a checkpoint; pass --resume or another --out")
-            self.model_config = model_config_for(config)
-            self.model = models.build_model(config.model, self.model_config)
+            if config.init_from:
+                self.model, self.model_config = self._warm_start(config.init_from)
+            else:
+                self.model_config = model_config_for(config)
+                self.model = models.build_model(config.model, self.model_config)
         self.model.to(device).train()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.resolved_lr(), weight_decay=config.resolved_weight_decay()
@@ -169,6 +172,26 @@ class _Run:
             raise UserError(f"--resume: model option(s) {', '.join(clashes)} differ from the checkpoint's")
         ckpt.load_weights(self.ckpt_dir, model)
         return model, model.config, state
+
+    def _warm_start(self, source: str) -> tuple[nn.Module, Any]:
+        """A model with the weights of the checkpoint at `source`, its config changed by the overrides.
+
+        The run itself is new (step 0, fresh optimizer and schedule): fine-tuning a trained model, on
+        other data or with another loss weight such as beta. The architecture must stay the same.
+        """
+        state = ckpt.read_state(source)
+        if state["kind"] != self.config.model:
+            raise UserError(
+                f"--init-from: {source} holds a {state['kind']} checkpoint, not a {self.config.model} one"
+            )
+        values = {**state["model_config"], **self.config.overrides}
+        try:
+            model_config = models.config_from_dict(self.config.model, values)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"model option: {exc}") from exc
+        model = models.build_model(self.config.model, model_config)
+        ckpt.load_weights(ckpt.resolve_checkpoint(source), model)
+        return model, model_config
 
     def _make_data(self) -> None:
         cfg, mc = self.config, self.model_config
@@ -452,6 +475,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     add("--out", help="run folder (default runs/run)")
     add("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add("--init-from", metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (same kind and architecture; --set may change e.g. "
+             "beta), with a fresh optimizer and schedule")
     add("--val-every", type=int, help="steps between validations, 0 = only at the end (default 500)")
     add("--val-images", type=int, help="validation images per validation (default 2048)")
     add("--checkpoint-every", type=int, help="steps between checkpoints, 0 = only at the end (default 1000)")

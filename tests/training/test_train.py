@@ -101,6 +101,42 @@ def test_resume_extends_step_count(tmp_path: Path) -> None:
     assert load_model(tmp_path)[1]["step"] == 5
 
 
+def test_init_from_fine_tunes_with_another_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "source"
+    train(tiny(source, model="beta_vae", overrides={"beta": 4}))
+    trained = load_model(source)[0]
+    seen: list[int] = []
+
+    def stop_at_once(step: int, logs: dict[str, float]) -> None:
+        seen.append(step)
+        raise KeyboardInterrupt  # the checkpoint then holds the weights after one step from the source's
+
+    with pytest.raises(KeyboardInterrupt):
+        tuned_config = tiny(
+            tmp_path / "tuned", model="beta_vae", init_from=str(source), overrides={"beta": 32}, lr=1e-9,
+            warmup_steps=0,
+        )  # fmt: skip
+        train(tuned_config, callback=stop_at_once)
+    tuned, state = load_model(tmp_path / "tuned")
+    assert seen == [1] and state["step"] == 1  # a new run: its own step count, schedule and optimizer
+    assert state["model_config"]["beta"] == 32 and state["train_config"]["init_from"] == str(source)
+    for name, value in trained.state_dict().items():  # lr 1e-9: one step from the source's weights
+        torch.testing.assert_close(tuned.state_dict()[name], value, atol=1e-6, rtol=0)
+    torch.manual_seed(0)  # where a fresh run of seed 0 starts: the source has moved away from it
+    fresh = models.build_model("beta_vae", models.make_config("beta_vae", "tiny", channels=1, beta=32))
+    moved = max((fresh.state_dict()[k] - v).abs().max().item() for k, v in trained.state_dict().items())
+    assert moved > 1e-4
+
+    out = ["--out", str(tmp_path / "bad")]
+    argv = [*TINY, *out, "--model", "beta_vae", "--init-from", str(source), "--set", "latent_dim=7"]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "size mismatch" in err
+    code, err = _cli([*TINY, *out, "--model", "vqvae", "--init-from", str(source)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds a beta_vae checkpoint" in err
+    code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(tmp_path / "nope")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no checkpoint" in err
+
+
 def test_config_file_and_flags(tmp_path: Path) -> None:
     toml = 'model = "beta_vae"\nsteps = 9\nbatch_size = 8\n[overrides]\nbeta = 2\n'
     (tmp_path / "run.toml").write_text(toml)
