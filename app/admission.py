@@ -63,11 +63,24 @@ class InflightLimitMiddleware:
             )
             await self.respond(scope, error)(scope, receive, send)
             return
+        # The request stops counting when its response is complete, not when the app returns: what is
+        # left (middleware unwinding, the access log) is work no batch can join, and a keep-alive client's
+        # next request may already be here by then.
+        counted = True
         self.counter.count += 1
+
+        async def send_and_release(message: Message) -> None:
+            nonlocal counted
+            if counted and message["type"] == "http.response.body" and not message.get("more_body", False):
+                counted = False
+                self.counter.count -= 1
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_release)
         finally:
-            self.counter.count -= 1
+            if counted:
+                self.counter.count -= 1
 
 
 def _declares_no_body(scope: Scope) -> bool:

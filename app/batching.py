@@ -29,7 +29,9 @@ ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
 class BatchObserver(Protocol):
     """Where a batcher reports what it does (the Prometheus metrics implement it)."""
 
-    def observe_batch(self, graph: str, items: int, queue_s: list[float], compute_s: float) -> None: ...
+    def observe_batch(
+        self, graph: str, items: int, queue_s: list[float], compute_s: float, *, inline: bool = False
+    ) -> None: ...
 
     def set_queue_depth(self, graph: str, depth: int) -> None: ...
 
@@ -46,6 +48,7 @@ class BatcherStats:
     skipped_cancelled: int = 0
     failed_batches: int = 0
     largest_batch: int = 0
+    inline: int = 0  # requests run straight from submit (idle path), never queued
     batch_sizes: Counter[int] = field(default_factory=Counter)  # items per run -> number of runs
 
 
@@ -252,20 +255,21 @@ class Batcher:
             outputs = self._run(feeds)
         except Exception as exc:
             raise self._failed(exc) from exc
-        self._record(items, [started - enqueued], time.perf_counter() - started)
+        self._record(items, [started - enqueued], time.perf_counter() - started, inline=True)
         return outputs
 
     def _failed(self, exc: Exception) -> InferenceFailed:
         self.stats.failed_batches += 1
         return InferenceFailed(f"{self.name}: inference failed: {exc}")
 
-    def _record(self, items: int, queue_s: list[float], compute_s: float) -> None:
+    def _record(self, items: int, queue_s: list[float], compute_s: float, *, inline: bool = False) -> None:
         self.stats.batches += 1
+        self.stats.inline += inline
         self.stats.items += items
         self.stats.largest_batch = max(self.stats.largest_batch, items)
         self.stats.batch_sizes[items] += 1
         if self._observer is not None:
-            self._observer.observe_batch(self.name, items, queue_s, compute_s)
+            self._observer.observe_batch(self.name, items, queue_s, compute_s, inline=inline)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

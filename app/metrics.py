@@ -45,6 +45,12 @@ class Metrics:
         self.batch_size = Histogram(
             "aeserve_batch_size", "Items per batched run.", ["graph"], buckets=_BATCH_BUCKETS, registry=r
         )
+        self.inline = Counter(
+            "aeserve_batch_inline",
+            "One-image requests run at once on the event loop because nothing else was in flight.",
+            ["graph"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "aeserve_queue_depth", "Requests waiting for a batch.", ["graph"], registry=r
         )
@@ -64,7 +70,11 @@ class Metrics:
             "aeserve_model_ready", "1 when the model serves, 0 when unavailable.", ["model"], registry=r
         )
 
-    def observe_batch(self, graph: str, items: int, queue_s: list[float], compute_s: float) -> None:
+    def observe_batch(
+        self, graph: str, items: int, queue_s: list[float], compute_s: float, *, inline: bool = False
+    ) -> None:
+        if inline:
+            self.inline.labels(graph).inc()
         self.batch_size.labels(graph).observe(items)
         self.compute_time.labels(graph).observe(compute_s)
         for q in queue_s:

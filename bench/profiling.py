@@ -2,18 +2,22 @@
 
 1. ONNX Runtime's own profiler on every graph of the service's model (batch 1 and the batcher's largest
    batch): total time per operator type.
-2. py-spy (if installed) sampling the service process while the load generator posts single images at
+2. The service's PNG writer (app.imaging.png_bytes) beside Pillow's at compress_level=1 on the same
+   decoded photographs: microseconds and bytes per image.
+3. py-spy (if installed) sampling the service process while the load generator posts single images at
    concurrency 16: samples per area of the code (ONNX Runtime, image decode/encode, multipart, HTTP,
    logging, ...) taken from the innermost frame that belongs to a known area, and the top frames.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import timeit
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,27 @@ def ort_operator_profile(
             per_op[e.get("args", {}).get("op_name", "?")] += int(e.get("dur", 0))
     total = sum(per_op.values()) or 1
     return [{"op": op, "us": us, "share": round(us / total, 4)} for op, us in per_op.most_common(8)]
+
+
+def png_writers(m: Any, n: int = 64, repeats: int = 5) -> dict[str, Any]:
+    """app.imaging.png_bytes against Pillow (compress_level=1) on n photo crops of the model's size: the
+    best of `repeats` passes, microseconds per image, and the mean file size."""
+    from app import imaging
+    from bench import photos
+
+    images = list(photos.arrays(n, m.height, m.width, m.channels))
+
+    def pillow(image: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        imaging.to_pil(image).save(buf, "PNG", compress_level=1)
+        return buf.getvalue()
+
+    out: dict[str, Any] = {"images": n, "size": f"{m.width}x{m.height}x{m.channels}"}
+    for name, write in (("service", imaging.png_bytes), ("pillow_level1", pillow)):
+        best = min(timeit.repeat(lambda w=write: [w(i) for i in images], number=1, repeat=repeats))
+        size = float(np.mean([len(write(i)) for i in images]))
+        out[name] = {"us": round(best / n * 1e6, 1), "bytes": round(size)}
+    return out
 
 
 # innermost frames of a thread that is waiting, not working (py-spy's idle detection misses some)
@@ -141,7 +166,7 @@ def run_profile(
             operators[f"{graph} batch {batch}"] = ort_operator_profile(
                 folder / m.graphs[graph].file, feeds, runs, provider
             )
-    result: dict[str, Any] = {"model": model, "ort_operators": operators}
+    result: dict[str, Any] = {"model": model, "ort_operators": operators, "png_writer": png_writers(m)}
     payloads = Payloads(work / "payloads", photos.png_crops(32, m.height, m.width, m.channels), None)
     cfg = ServiceConfig(artifacts=artifacts, model=model, provider=provider, duration_s=seconds, warmup_s=1.0)
     env = {"AESERVE_MODEL_DIR": str(artifacts.resolve()), "AESERVE_PROVIDERS": provider}
@@ -181,6 +206,15 @@ def summary_text(result: dict[str, Any]) -> str:
     lines = [f"# Profile of {result['model']}", "", "## ONNX Runtime operators (share of kernel time)"]
     for where, ops in result["ort_operators"].items():
         lines.append(f"- {where}: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops[:5]))
+    png = result.get("png_writer")
+    if png:
+        ours, pil = png["service"], png["pillow_level1"]
+        lines += [
+            "",
+            f"## PNG writer ({png['images']} photo crops, {png['size']})",
+            f"- the service's: {ours['us']} us, {ours['bytes']} bytes per image",
+            f"- Pillow, compress_level=1: {pil['us']} us, {pil['bytes']} bytes per image",
+        ]
     load = result.get("load", {})
     lines += [
         "",

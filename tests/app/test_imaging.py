@@ -114,3 +114,16 @@ def test_header_pixels_reads_the_size_without_decoding() -> None:
 def test_to_pil_maps_non_finite_values_and_clips() -> None:
     image = np.array([[[np.nan, np.inf, -np.inf, 1.5, -0.2, 0.5, 1.0, 0.0]]], np.float32)
     assert np.asarray(imaging.to_pil(image)).tolist() == [[0, 255, 0, 255, 0, 128, 255, 0]]
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (1, 64, 64), (3, 5, 17), (1, 1, 1), (3, 40, 7)])
+def test_png_bytes_decodes_to_the_quantised_image(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    image = rng.uniform(-0.1, 1.1, shape).astype(np.float32)
+    image.flat[0] = np.nan
+    expected = np.asarray(imaging.to_pil(image))
+    decoded = Image.open(io.BytesIO(imaging.png_bytes(image)))
+    decoded.load()  # Pillow checks every chunk's CRC and the zlib stream on load
+    assert decoded.format == "PNG" and decoded.mode == ("L" if shape[0] == 1 else "RGB")
+    assert decoded.size == (shape[2], shape[1])
+    np.testing.assert_array_equal(np.asarray(decoded), expected)
