@@ -197,6 +197,9 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         missing = [f for f in adapter.files if f not in manifest.files]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
+        if "weights" in manifest.files:  # the graphs' shared external data, checked before any graph reads it
+            w = manifest.files["weights"]
+            verified_file(folder, str(w["file"]), str(w["sha256"]), "weights")
         for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")

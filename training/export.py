@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import Tensor, nn
 
 from models import MAE, VAE, VQVAE
@@ -40,6 +41,7 @@ FORMAT_VERSION = 1
 OPSET = 17
 PARITY_BATCHES = (1, 3, 8)
 IMAGE_ATOL = 1e-4  # max abs error allowed on float outputs (images in [0, 1], latents)
+WEIGHTS_FILE = "weights.bin"  # the weights every graph of an artifact shares (ONNX external data)
 MIN_TOKEN_AGREEMENT = 0.999  # fraction of int64 outputs (VQ tokens) that must agree (equal or tied)
 # Two codes count as tied for a vector z when their squared distances to z differ by less than this
 # fraction of ||z||^2 + ||e||^2: far above the fp32 rounding of the expanded distance (either runtime may
@@ -290,6 +292,41 @@ def export_graph(graph: Graph, path: Path, height: int, width: int) -> None:
     onnx.save(proto, str(path))
 
 
+def share_weights(graph_files: Sequence[Path], weights: Path, *, min_bytes: int = 1024) -> int:
+    """Move the weights of the graphs into one file they all reference; returns the tensors written.
+
+    The graphs of an artifact are stages of one model, so most weights appear in several of them (the
+    fused `reconstruct` and the `elbo` graph each hold an encoder and a decoder). Every initializer of at
+    least `min_bytes` goes to `weights` once, by content, as ONNX external data (location, offset,
+    length; offsets aligned to 4096 so a runtime can map them); smaller ones stay inside their graph.
+    ONNX Runtime resolves the location next to the graph file. Each graph is rewritten in place.
+    """
+    written: dict[bytes, tuple[int, int]] = {}  # content digest -> (offset, length)
+    with weights.open("wb") as out:
+        for path in graph_files:
+            proto = onnx.load(str(path))
+            for tensor in proto.graph.initializer:
+                data = numpy_helper.to_array(tensor).tobytes()
+                if len(data) < min_bytes:
+                    continue
+                key = hashlib.sha256(f"{tensor.data_type}:{list(tensor.dims)}:".encode() + data).digest()
+                if key not in written:
+                    out.seek(-out.tell() % 4096, 1)  # pad to the next multiple of 4096
+                    written[key] = (out.tell(), len(data))
+                    out.write(data)
+                offset, length = written[key]
+                tensor.ClearField("raw_data")
+                for field in ("float_data", "int32_data", "int64_data", "double_data"):
+                    tensor.ClearField(field)
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                del tensor.external_data[:]
+                for k, v in (("location", weights.name), ("offset", offset), ("length", length)):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = k, str(v)
+            onnx.save(proto, str(path))
+    return len(written)
+
+
 def _ort_session(path: Path) -> Any:
     import onnxruntime as ort
 
@@ -449,6 +486,7 @@ def export_artifact(
         height, width = spec.input["height"], spec.input["width"]
         for graph in spec.graphs:
             export_graph(graph, tmp / f"{graph.name}.onnx", height, width)
+        share_weights([tmp / f"{graph.name}.onnx" for graph in spec.graphs], tmp / WEIGHTS_FILE)
         rows = check_parity(spec.graphs, tmp, spec.parity_sizes, atol=atol, min_agreement=min_agreement)
         for array_name, array in (spec.arrays or {}).items():
             np.save(tmp / f"{array_name}.npy", array, allow_pickle=False)
@@ -508,6 +546,8 @@ def build_manifest(
                      "shape": list(array.shape), "dtype": str(array.dtype)}
         for array_name, array in (spec.arrays or {}).items()
     }
+    files["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(folder / WEIGHTS_FILE),
+                        "bytes": (folder / WEIGHTS_FILE).stat().st_size}
     return {
         "format_version": FORMAT_VERSION,
         "name": name,

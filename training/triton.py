@@ -1,7 +1,8 @@
 """A Triton Inference Server model repository from an artifact folder (docs/ARTIFACT.md).
 
 Every graph of the artifact becomes one Triton model `<artifact>_<graph>/` holding `1/model.onnx` (the
-graph, byte for byte) and `config.pbtxt` for the ONNX Runtime backend: inputs and outputs from the
+graph, byte for byte, with the artifact's `weights.bin` beside it: the ONNX Runtime backend resolves the
+graph's external data there) and `config.pbtxt` for the ONNX Runtime backend: inputs and outputs from the
 manifest with the batch axis stripped (Triton adds it back through `max_batch_size`), -1 for dynamic
 spatial axes, dynamic batching, GPU instances and the CUDA execution provider's options.
 
@@ -136,7 +137,7 @@ def model_config(name: str, graph: dict[str, Any], options: TritonOptions) -> st
 def write_model_repository(
     artifact: Path, out_dir: Path, options: TritonOptions | None = None
 ) -> list[TritonModel]:
-    """Write `<out_dir>/<artifact>_<graph>/{config.pbtxt, 1/model.onnx}` for every graph of the artifact.
+    """Write `<out_dir>/<artifact>_<graph>/{config.pbtxt, 1/model.onnx, 1/weights.bin}` per graph.
 
     Models already in `out_dir` under other names are left alone; ours are replaced whole (each is built in
     a temporary folder and renamed into place).
@@ -154,6 +155,9 @@ def write_model_repository(
         try:
             (tmp / "1").mkdir()
             shutil.copyfile(artifact / graph["file"], tmp / "1" / "model.onnx")
+            shared = manifest.get("files", {}).get("weights")
+            if shared:  # the graph's external data, found by ONNX Runtime next to model.onnx
+                shutil.copyfile(artifact / shared["file"], tmp / "1" / shared["file"])
             (tmp / "config.pbtxt").write_text(model_config(name, graph, options))
             target = out_dir / name
             shutil.rmtree(target, ignore_errors=True)

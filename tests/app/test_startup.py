@@ -38,6 +38,18 @@ def break_models(root: Path) -> None:
     (root / "mae" / "manifest.json").write_text(json.dumps(manifest))
 
 
+def test_a_changed_weights_file_makes_its_model_unavailable(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    weights = artifact_copy / "beta_vae" / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte of one weight: the graphs themselves are untouched
+    weights.write_bytes(bytes(data))
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert models["beta_vae"]["status"] == "unavailable"
+        assert "weights: weights.bin sha256" in models["beta_vae"]["reason"]
+        assert models["vae"]["status"] == "ready"
+
+
 def test_broken_models_are_unavailable_while_others_serve(
     artifact_copy: Path, make_settings, image_bytes
 ) -> None:  # type: ignore[no-untyped-def]

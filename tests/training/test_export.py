@@ -134,6 +134,30 @@ def test_artifact_holds_every_file_the_manifest_names_with_matching_sha256(tiny_
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_graphs_share_one_copy_of_each_weight(tiny_artifacts: Path, kind: str):
+    artifact = tiny_artifacts / kind
+    manifest = _manifest(artifact)
+    weights = artifact / manifest["files"]["weights"]["file"]
+    users: dict[tuple[int, int], set[str]] = {}  # (offset, length) in weights.bin -> graphs that read it
+    for graph_name, entry in manifest["graphs"].items():
+        graph = onnx.load(str(artifact / entry["file"]), load_external_data=False).graph
+        for tensor in graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                assert len(onnx.numpy_helper.to_array(tensor).tobytes()) < 1024  # only small ones inline
+                continue
+            where = {e.key: e.value for e in tensor.external_data}
+            assert where["location"] == weights.name
+            users.setdefault((int(where["offset"]), int(where["length"])), set()).add(graph_name)
+    blobs = [weights.read_bytes()[o : o + n] for o, n in users]
+    assert len(set(blobs)) == len(blobs)  # each weight stored once
+    assert weights.stat().st_size < sum(n for _, n in users) + 4096 * len(users)
+    shared = [u for u in users.values() if len(u) > 1]
+    assert shared  # every kind has a stage whose weights another graph also holds
+    if kind in ("vae", "beta_vae"):  # encoder, decoder, and the fused reconstruct and elbo graphs
+        assert max(len(u) for u in users.values()) == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_manifest_ports_match_the_onnx_graphs(tiny_artifacts: Path, kind: str):
     artifact = tiny_artifacts / kind
     for graph_name, entry in _manifest(artifact)["graphs"].items():

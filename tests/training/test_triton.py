@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 import pytest
 
 from training.__main__ import main as cli
@@ -48,6 +49,9 @@ def test_each_graph_is_a_model_whose_config_matches_its_onnx_graph(repository, t
         model_dir = repository / f"{kind}_{graph_name}"
         onnx_file = model_dir / "1" / "model.onnx"
         assert onnx_file.read_bytes() == (tiny_artifacts / kind / entry["file"]).read_bytes()
+        shared = (tiny_artifacts / kind / "weights.bin").read_bytes()
+        assert (model_dir / "1" / "weights.bin").read_bytes() == shared
+        ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])  # its external data resolves
         config = _config(model_dir)
         assert config.name == model_dir.name
         assert config.backend == "onnxruntime" and config.platform == "onnxruntime_onnx"
