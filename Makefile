@@ -8,7 +8,7 @@ PORT    ?= 8000
 # The ONNX Runtime build: cpu (onnxruntime) or gpu (onnxruntime-gpu); never both in one environment.
 RUNTIME ?= cpu
 
-.PHONY: serve setup setup-serve setup-dev test lint browser clean
+.PHONY: serve setup setup-serve setup-dev test lint browser wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[$(RUNTIME),train,dev]"
 	touch $@
 
-setup-dev: $(VENV)/.dev browser
+setup-dev: $(VENV)/.dev browser wrk
 
 # The browser tests drive Debian's Chromium; no tool downloads a browser of its own.
 browser:
@@ -35,6 +35,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: /usr/bin/chromium missing (apt-get install chromium); browser tests will be skipped"; fi; \
+	fi
+
+# The benchmark's compiled load generator (a cross-check of its Python client); optional.
+wrk:
+	@if ! command -v wrk >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	      || echo "warning: could not install wrk; the benchmark skips its wrk cross-check"; \
+	  else echo "warning: wrk missing (apt-get install wrk); the benchmark skips its wrk cross-check"; fi; \
 	fi
 
 setup: setup-serve setup-dev

@@ -39,6 +39,7 @@ FULL: dict[str, Any] = dict(
     bulk_concurrency=2,
     naive_concurrency=(64,),
     noop_concurrency=(1, 8, 16, 64),
+    wrk_concurrency=(1, 16),
     engine_seconds=0.5,
     min_requests=3,
     train_steps=8,
@@ -58,6 +59,7 @@ SMOKE: dict[str, Any] = dict(
     bulk_concurrency=1,
     naive_concurrency=(64,),
     noop_concurrency=(16,),
+    wrk_concurrency=(1,),
     engine_seconds=0.05,
     min_requests=1,
     train_steps=3,
@@ -99,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bulk-sizes", type=_ints, help="images per bulk tokens request ('' for none)")
     g.add_argument("--naive-concurrency", type=_ints, help="naive baseline clients ('' for none)")
     g.add_argument("--noop-concurrency", type=_ints, help="no-op endpoint clients ('' for none)")
+    g.add_argument("--wrk-concurrency", type=_ints, help="wrk cross-check connections ('' for none)")
     g.add_argument("--workers", type=_ints, default=(1,), help="uvicorn worker counts (one start each)")
     g.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
     g = p.add_argument_group("training")
@@ -191,6 +194,7 @@ def cmd_service(args: argparse.Namespace, s: dict[str, Any]) -> Path:
         bulk_concurrency=s["bulk_concurrency"],
         naive_concurrency=s["naive_concurrency"],
         noop_concurrency=s["noop_concurrency"],
+        wrk_concurrency=s["wrk_concurrency"],
         duration_s=s["duration"],
         warmup_s=s["warmup"],
         min_requests=s["min_requests"],

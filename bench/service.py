@@ -5,13 +5,18 @@ Scenarios (each a `python -m bench.loadgen` process against a uvicorn subprocess
 - `single`: one PNG per request to /v1/models/<model>/reconstruct at each concurrency;
 - `bulk`: 64..256 PNGs per request to /v1/models/<model>/tokens (VQ-VAE only);
 - `naive`: bench/naive_app.py (JSON float lists, one session.run per request) at its concurrencies;
-- `noop`: bench/noop_app.py (reads the body, answers a fixed PNG) with the single-image requests.
+- `noop`: bench/noop_app.py (reads the body, answers a fixed PNG) with the single-image requests;
+- when `wrk` (Debian's compiled load generator) is installed, it posts the first single-image body to the
+  service and to the no-op endpoint at `wrk_concurrency` as a cross-check of the Python client: rows
+  `service (wrk)` and `noop (wrk)`, no client CPU figure. The targets use the Python client's rows.
 The raw engine (bench/pipeline.py) is measured first, in this process, with the service's thread budget.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -41,6 +46,7 @@ class ServiceConfig:
     bulk_concurrency: int = 2  # two bulk requests in flight: one decodes while the other runs
     naive_concurrency: tuple[int, ...] = (64,)
     noop_concurrency: tuple[int, ...] = (1, 8, 16, 64)
+    wrk_concurrency: tuple[int, ...] = (1, 16)  # wrk cross-check (skipped when wrk is not installed)
     duration_s: float = 10.0  # measured window per scenario
     warmup_s: float = 2.0
     min_requests: int = 3  # a scenario runs past duration_s until this many requests were measured
@@ -126,6 +132,79 @@ def load(
         [sys.executable, "-m", "bench.loadgen", str(spec_file), "--out", str(result_file)], check=True
     )
     return json.loads(result_file.read_text())
+
+
+_WRK_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """requests, requests/s, p50/p90/p99 (ms) and errors from `wrk --latency` output."""
+
+    def number(pattern: str) -> float:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else 0.0
+
+    latency = {
+        int(q): round(float(v) * _WRK_UNIT_MS[unit], 3)
+        for q, v, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    }
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = int(number(r"Non-2xx or 3xx responses: (\d+)")) + (
+        sum(int(g) for g in socket.groups()) if socket else 0
+    )
+    return {
+        "requests": int(number(r"(\d+) requests in")),
+        "requests_per_s": number(r"Requests/sec:\s+([\d.]+)"),
+        "p50_ms": latency.get(50),
+        "p90_ms": latency.get(90),
+        "p99_ms": latency.get(99),
+        "errors": errors,
+    }
+
+
+def wrk_load(
+    server: Server,
+    out: Path,
+    name: str,
+    *,
+    path: str,
+    body: str,
+    content_type: str,
+    concurrency: int,
+    cfg: ServiceConfig,
+) -> dict[str, Any] | None:
+    """`wrk` posting one body at `concurrency` keep-alive connections (one thread): warm-up, then a
+    measured window. None when wrk is not installed."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    script = out / f"{name}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.headers["Content-Type"] = "{content_type}"\n'
+        f'local f = assert(io.open("{body}", "rb"))\n'
+        'wrk.body = f:read("*a")\n'
+        "f:close()\n"
+    )
+    url = f"http://127.0.0.1:{server.port}{path}"
+
+    def run(seconds: float) -> str:
+        command = [exe, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
+                   str(script), url]  # fmt: skip
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    run(cfg.warmup_s)
+    text = run(cfg.duration_s)
+    (out / f"{name}.wrk.txt").write_text(text)
+    result = parse_wrk(text)
+    return {
+        "concurrency": concurrency,
+        "images_per_request": 1,
+        "window_s": cfg.duration_s,
+        **result,
+        "images_per_s": result["requests_per_s"],
+        "client_cpu_s": None,
+    }
 
 
 def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
@@ -226,6 +305,18 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
         with Server(NOOP_APP, log=work / "noop.log") as server:
             for c in cfg.noop_concurrency:
                 scenario(server, "noop", 1, "single", f"noop-c{c}", "/noop", single, 1, c, "image/png")
+    if cfg.wrk_concurrency and shutil.which("wrk"):
+        targets = (
+            (SERVICE_APP, "service", f"{base}/reconstruct", service_env),
+            (NOOP_APP, "noop", "/noop", {}),
+        )
+        for app, label, path, app_env in targets:
+            with Server(app, env=app_env, log=work / f"{label}-wrk.log") as server:
+                for c in cfg.wrk_concurrency:
+                    r = wrk_load(server, work, f"{label}-wrk-c{c}", path=path, body=single[0],
+                                 content_type=MULTIPART, concurrency=c, cfg=cfg)  # fmt: skip
+                    if r is not None:
+                        rows.append({"server": f"{label} (wrk)", "scenario": "single", "workers": 1, **r})
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     return {
         "environment": env,

@@ -70,6 +70,10 @@ def _service_targets(svc: dict[str, Any], gpu: bool) -> list[dict[str, Any]]:
         over, over_png = (
             None if c1 is None or e is None else c1["p50_ms"] - e["latency_ms"] for e in (lat, lat_png)
         )
+        wrk = pick(_single_rows(rows, "service (wrk)"), concurrency=1)
+        wrk_over = (
+            None if wrk is None or lat is None or wrk["p50_ms"] is None else wrk["p50_ms"] - lat["latency_ms"]
+        )
         out.append(
             _target(
                 "p50 at concurrency 1 minus engine batch-1 latency",
@@ -78,7 +82,12 @@ def _service_targets(svc: dict[str, Any], gpu: bool) -> list[dict[str, Any]]:
                 "ms",
                 "<=",
                 note=f"p50 {c1 and c1['p50_ms']} ms, engine {lat and lat['latency_ms']} ms; "
-                f"over the engine with PNG: {_fmt(over_png, ' ms')}",
+                f"over the engine with PNG: {_fmt(over_png, ' ms')}"
+                + (
+                    f"; wrk as the client: p50 {wrk['p50_ms']} ms, {_fmt(wrk_over, ' ms')} over"
+                    if wrk
+                    else ""
+                ),
             )
         )
     tokens, tokens_png = best(eng, op="tokens", png=False), best(eng, op="tokens", png=True)

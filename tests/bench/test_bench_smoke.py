@@ -4,6 +4,7 @@ all --smoke`): the result files have their fields and sane values. Never a timin
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,15 @@ def test_service_scenarios_have_no_errors(results: Path) -> None:
     got = {(r["server"], r["scenario"], r["concurrency"]) for r in rows}
     assert {("service", "single", c) for c in (1, 16, 64)} <= got
     assert {("service", "bulk", 1), ("naive", "single", 64), ("noop", "single", 16)} <= got
-    for r in rows:
+    wrk = [r for r in rows if r["server"].endswith("(wrk)")]
+    if shutil.which("wrk"):  # the compiled cross-check posts the same body, to the service and the no-op
+        assert {(r["server"], r["concurrency"]) for r in wrk} == {("service (wrk)", 1), ("noop (wrk)", 1)}
+    else:
+        assert wrk == []
+    for r in wrk:
+        assert r["requests"] > 0 and r["errors"] == 0 and r["requests_per_s"] > 0, r
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+    for r in (r for r in rows if r not in wrk):
         assert r["requests"] > 0 and r["errors"] == 0 and set(r["statuses"]) == {"200"}, r
         assert r["images_per_s"] == pytest.approx(r["requests_per_s"] * r["images_per_request"], rel=1e-3)
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
@@ -208,3 +217,34 @@ def test_load_generator_counts_errors(tmp_path: Path) -> None:
             expect="image/png",
         )
     assert r["requests"] == 0 and r["errors"] > 0 and set(r["statuses"]) == {"404"}
+
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:55093/noop
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.33ms    1.75ms   9.04ms   84.79%
+    Req/Sec     1.48k   262.17     1.75k    70.00%
+  Latency Distribution
+     50%  330.00us
+     75%    1.92ms
+     90%    3.95ms
+     99%    1.02s
+  1474 requests in 1.01s, 17.06MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1461.76
+Transfer/sec:     16.92MB
+"""
+
+
+def test_wrk_output_is_parsed_in_milliseconds() -> None:
+    from bench.service import parse_wrk
+
+    assert parse_wrk(WRK_OUTPUT) == {
+        "requests": 1474,
+        "requests_per_s": 1461.76,
+        "p50_ms": 0.33,
+        "p90_ms": 3.95,
+        "p99_ms": 1020.0,
+        "errors": 7,  # 4 non-2xx responses and 3 socket errors
+    }
