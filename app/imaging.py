@@ -29,28 +29,14 @@ class Fitted:
 
 
 # Images up to this many pixels are decoded and encoded on the event loop itself: a 64x64 PNG takes about
-# 0.2 ms, less than handing it to a worker thread and back, while anything larger, or a header that
-# cannot be read, goes to a worker thread so a big upload never stalls the other connections.
+# 0.2 ms, less than handing it to a worker thread and back, while anything larger goes to a worker thread
+# so a big upload never stalls the other connections. The header is read on the loop either way.
 INLINE_PIXELS = 128 * 128
 
 
-def header_pixels(data: bytes) -> int | None:
-    """width x height from the image header alone (no pixel is decoded); None if it cannot be read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            width, height = Image.open(io.BytesIO(data)).size
-    except Exception:  # any failure: the full decode on a worker thread reports it properly
-        return None
-    return width * height
-
-
-def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image:
-    """Decode PNG/JPEG/WebP/GIF (first frame) bytes, EXIF orientation applied.
-
-    The size is read from the header and checked against `max_pixels` before any pixel is decoded,
-    so a decompression bomb costs nothing.
-    """
+def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image:
+    """The image with only its header read, checked: empty, undecodable, an unsupported format, or over
+    `max_pixels` each raise here, before any pixel is decoded (so a decompression bomb costs nothing)."""
     if not data:
         raise InvalidInput(f"{field} is empty", field=field)
     try:
@@ -67,13 +53,19 @@ def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image
         raise UnsupportedMediaType(
             f"{field} is {opened.format}; supported formats: {', '.join(FORMATS)}", field=field
         )
-    fmt = opened.format
     width, height = opened.size
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"{field} is {width}x{height} = {width * height} pixels, over the pixel limit of {max_pixels}",
             field=field,
         )
+    return opened
+
+
+def decode(data: bytes | Image.Image, *, max_pixels: int, field: str = "image") -> Image.Image:
+    """Decode PNG/JPEG/WebP/GIF (first frame) bytes, or an image from `open_image`; EXIF orientation
+    applied."""
+    opened = data if isinstance(data, Image.Image) else open_image(data, max_pixels=max_pixels, field=field)
     try:
         img: Image.Image = opened
         if getattr(opened, "is_animated", False):
@@ -81,7 +73,7 @@ def decode(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the common unrotated image
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidInput(f"{field} is a truncated or corrupt {fmt}", field=field) from exc
+        raise InvalidInput(f"{field} is a truncated or corrupt {opened.format}", field=field) from exc
     return img
 
 
@@ -132,7 +124,7 @@ def fit(
 
 
 def load_fitted(
-    data: bytes,
+    data: bytes | Image.Image,
     *,
     height: int,
     width: int,

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import imaging
@@ -128,7 +129,7 @@ async def _fitted(
     if model.adapter is not None and model.adapter.fully_convolutional:
         multiple = m.spatial_multiple or int(m.latent.get("downsample") or 1)
 
-    def load(b: bytes) -> imaging.Fitted:
+    def load(b: bytes | Image.Image) -> imaging.Fitted:
         return imaging.load_fitted(
             b,
             height=m.height,
@@ -143,9 +144,12 @@ async def _fitted(
     def load_all(part: list[bytes]) -> list[imaging.Fitted]:
         return [load(b) for b in part]
 
-    pixels = imaging.header_pixels(data[0]) if len(data) == 1 else None
-    if pixels is not None and pixels <= imaging.INLINE_PIXELS:
-        one = load(data[0])  # small: cheaper here than a thread hand-off (imaging.INLINE_PIXELS)
+    if len(data) == 1:
+        opened = imaging.open_image(data[0], max_pixels=settings.max_pixels, field=field)  # header only
+        if opened.width * opened.height <= imaging.INLINE_PIXELS:
+            one = load(opened)  # small: cheaper here than a thread hand-off (imaging.INLINE_PIXELS)
+        else:
+            one = await run_in_threadpool(load, opened)
         return one.array[None], [one]
 
     # One worker thread per core, each decoding its share one image after another: Pillow releases the

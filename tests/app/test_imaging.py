@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from app import imaging
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -103,12 +103,25 @@ def test_unsupported_and_undecodable() -> None:
         imaging.decode(b"not an image", max_pixels=100)
 
 
-def test_header_pixels_reads_the_size_without_decoding() -> None:
-    assert imaging.header_pixels(encode(Image.new("RGB", (40, 30)), "PNG")) == 1200
-    assert imaging.header_pixels(png_header_only(5_000, 5_000)) == 25 * 10**6  # only the header is read
-    assert imaging.header_pixels(png_header_only(100_000, 100_000)) is None  # Pillow refuses it outright
-    assert imaging.header_pixels(b"not an image") is None
-    assert imaging.header_pixels(b"") is None
+def test_open_image_reads_and_checks_the_header_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[object] = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or real_load(self))
+    opened = imaging.open_image(encode(Image.new("RGB", (40, 30)), "PNG"), max_pixels=10**6)
+    assert opened.size == (40, 30) and decoded == []  # the header alone
+    with pytest.raises(PayloadTooLarge, match="5000x5000"):
+        imaging.open_image(png_header_only(5_000, 5_000), max_pixels=10**6)
+    with pytest.raises(PayloadTooLarge):
+        imaging.open_image(png_header_only(100_000, 100_000), max_pixels=10**6)  # Pillow refuses it outright
+    with pytest.raises(InvalidInput, match="empty"):
+        imaging.open_image(b"", max_pixels=100)
+    with pytest.raises(InvalidInput, match="not a decodable image"):
+        imaging.open_image(b"not an image", max_pixels=100)
+    assert decoded == []
+    # decode() finishes an opened image exactly as it decodes the bytes
+    data = encode(Image.new("RGB", (40, 30), (10, 200, 30)), "PNG")
+    finished = imaging.decode(imaging.open_image(data, max_pixels=10**6), max_pixels=10**6)
+    np.testing.assert_array_equal(np.asarray(finished), np.asarray(imaging.decode(data, max_pixels=10**6)))
 
 
 def test_to_pil_maps_non_finite_values_and_clips() -> None:
