@@ -46,7 +46,8 @@ class TrainConfig:
     log_every: int = 50  # steps per training row in metrics.csv
     epoch_crops: int = 10_000  # photos: crops per epoch
     workers: int | None = None  # DataLoader workers; None: 0 on CPU, up to 8 on CUDA
-    amp: bool = True  # bf16 autocast on CUDA (always fp32 on CPU)
+    amp: bool = True  # bf16 autocast on CUDA (on the CPU only with amp_cpu)
+    amp_cpu: bool = False  # bf16 autocast on the CPU too: pays off on CPUs with bf16 instructions (AMX)
     quiet: bool = False  # no progress bar or messages (for tests and sweeps)
 
     def resolved_lr(self) -> float:

@@ -119,7 +119,7 @@ class _Run:
         self.config, self.world, self.device, self.command = config, world, device, command
         self.out = Path(config.out)
         self.ckpt_dir = self.out / ckpt.CHECKPOINT_DIR
-        self.amp = config.amp and device.type == "cuda"
+        self.amp = config.amp and (device.type == "cuda" or config.amp_cpu)
         self.step = 0
         # A folder is stored absolute, so evaluation from another directory finds it.
         self.data_spec = config.data if config.data in BUILTIN else str(Path(config.data).resolve())
@@ -485,6 +485,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--epoch-crops", type=int, help="photos: crops per epoch (default 10000)")
     add("--workers", type=int, help="DataLoader worker processes (default 0 on CPU, up to 8 on CUDA)")
     add("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA too (no bf16 autocast)")
+    add("--amp-cpu", action="store_true",
+        help="bf16 autocast on the CPU as well (pays off on CPUs with bf16 instructions, e.g. AMX)")
     add("--quiet", action="store_true", help="no progress bar or messages")
     add("--config", dest="config_file", help="JSON or TOML file of settings (keys as the long flags, with _)")
     return p  # fmt: skip

@@ -137,6 +137,18 @@ def test_init_from_fine_tunes_with_another_beta(tmp_path: Path, capsys: pytest.C
     assert code == 2 and err.count("\n") == 1 and "no checkpoint" in err
 
 
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_bf16_autocast_on_the_cpu_trains_every_kind(tmp_path: Path, kind: str) -> None:
+    # The same autocast paths as mixed precision on CUDA (bf16), here where CI can run them.
+    data = "shapes" if kind == "beta_vae" else "photos"
+    train(tiny(tmp_path / "fp32", model=kind, data=data))
+    train(tiny(tmp_path / "bf16", model=kind, data=data, amp_cpu=True))
+    plain, mixed = (load_model(tmp_path / name) for name in ("fp32", "bf16"))
+    assert mixed[1]["val"] and all(np.isfinite(v) for v in mixed[1]["val"].values())
+    assert all(t.dtype == torch.float32 for t in mixed[0].state_dict().values() if t.is_floating_point())
+    assert weights_sha256(mixed[0]) != weights_sha256(plain[0])  # bf16 arithmetic really ran
+
+
 def test_config_file_and_flags(tmp_path: Path) -> None:
     toml = 'model = "beta_vae"\nsteps = 9\nbatch_size = 8\n[overrides]\nbeta = 2\n'
     (tmp_path / "run.toml").write_text(toml)
