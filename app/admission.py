@@ -24,9 +24,16 @@ CLIENT_GONE = "aeserve.client_gone"
 @dataclass
 class Inflight:
     """POST requests being handled now: counted by InflightLimitMiddleware, read by the batchers (a batch
-    does not wait for requests that are not there)."""
+    does not wait for requests that are not there). `on_release` runs each time one stops counting, so a
+    batch waiting for company can stop waiting as soon as none can come."""
 
     count: int = 0
+    on_release: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.on_release is not None:
+            self.on_release()
 
 
 class InflightLimitMiddleware:
@@ -73,14 +80,14 @@ class InflightLimitMiddleware:
             nonlocal counted
             if counted and message["type"] == "http.response.body" and not message.get("more_body", False):
                 counted = False
-                self.counter.count -= 1
+                self.counter.release()
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_release)
         finally:
             if counted:
-                self.counter.count -= 1
+                self.counter.release()
 
 
 def _declares_no_body(scope: Scope) -> bool:

@@ -176,6 +176,12 @@ class Batcher:
         # worker drops it before running.
         return await future
 
+    def demand_dropped(self) -> None:
+        """A request in flight elsewhere finished: a batch waiting for company re-checks at once whether
+        any can still come, instead of at the next arrival or its deadline."""
+        if self._pending:
+            self._arrived.set()
+
     def _report_depth(self) -> None:
         if self._observer is not None:
             self._observer.set_queue_depth(self.name, len(self._pending))

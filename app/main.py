@@ -181,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = await asyncio.to_thread(Registry.load, settings)
         admin.publish(registry, metrics)
         registry.start(metrics, demand=lambda: inflight.count)
+        inflight.on_release = registry.demand_dropped
         app.state.registry = registry
         log.info(
             "ready: %d models (%s)",
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             undo_sighup()
+            inflight.on_release = None
             await registry.stop()
 
     app = FastAPI(title="aeserve", version=version(), description=DESCRIPTION, lifespan=lifespan)

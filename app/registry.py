@@ -277,6 +277,12 @@ class Registry:
             self._start_model(model)
         self.started = True
 
+    def demand_dropped(self) -> None:
+        """A request stopped counting as in flight: every batcher re-checks its wait (Batcher)."""
+        for g in self.graphs.values():
+            if g.batcher is not None:
+                g.batcher.demand_dropped()
+
     def _start_model(self, model: Model) -> None:
         s = self.settings
         for g in model.graphs.values():

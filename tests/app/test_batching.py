@@ -165,6 +165,28 @@ def test_a_batch_waits_only_while_other_requests_in_flight_could_join() -> None:
     asyncio.run(main())
 
 
+def test_a_waiting_batch_runs_once_the_request_it_waited_for_is_gone() -> None:
+    inflight = [2]
+
+    async def main() -> None:
+        b = make(max_delay_s=0.5, demand=lambda: inflight[0])
+        b.start()
+        await b.submit({"x": np.ones((1, 1), np.float32)})  # after a quiet spell: at once
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.ensure_future(b.submit({"x": np.ones((1, 1), np.float32)}))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # another request is in flight: it waits for it to join
+        inflight[0] = 1  # that request finished elsewhere (its response went out) instead
+        b.demand_dropped()
+        await waiting
+        assert loop.time() - started < 0.25  # not the 0.5 s deadline
+        await b.close()
+        assert b.stats.batch_sizes == {1: 2}
+
+    asyncio.run(main())
+
+
 def test_a_lone_one_image_batch_runs_on_the_loop_thread_only_when_idle() -> None:
     inflight = [1]
     threads: list[str] = []
@@ -202,3 +224,38 @@ def test_a_failure_on_the_idle_path_is_reported_like_a_failed_batch() -> None:
         assert b.stats.failed_batches == 1 and b.stats.requests == 1
 
     asyncio.run(main())
+
+
+def test_a_request_stops_counting_in_flight_when_its_response_is_complete() -> None:
+    from app.admission import Inflight, InflightLimitMiddleware
+
+    counter = Inflight()
+    seen: list[int] = []  # the count at each release
+    counter.on_release = lambda: seen.append(counter.count)
+    during: list[int] = []
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        during.append(counter.count)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        during.append(counter.count)  # part of the body sent: still in flight
+        await send({"type": "http.response.body", "body": b"b"})
+        during.append(counter.count)  # response complete, app still running (logging, unwinding)
+
+    async def main() -> None:
+        middleware = InflightLimitMiddleware(
+            app, limit=4, retry_after_s=1, respond=None, counter=counter  # type: ignore[arg-type]
+        )
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:  # type: ignore[type-arg]
+            sent.append(message)
+
+        async def receive() -> dict:  # type: ignore[type-arg]
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await middleware({"type": "http", "method": "POST", "headers": []}, receive, send)
+        assert [m["type"] for m in sent] == ["http.response.start", *["http.response.body"] * 2]
+
+    asyncio.run(main())
+    assert during == [1, 1, 0] and seen == [0] and counter.count == 0  # released once, not twice
