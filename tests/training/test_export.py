@@ -291,6 +291,23 @@ def test_broken_parity_fails_the_export_and_leaves_nothing(tiny_checkpoints, tmp
     assert list(tmp_path.iterdir()) == []  # no artifact, no staging folder
 
 
+def test_a_score_is_compared_relative_to_its_size_an_image_absolutely():
+    def graph(relative: bool) -> export.Graph:
+        port = export.Port("bits_per_dim", "float32", ("batch",), relative=relative)
+        return export.Graph("elbo", torch.nn.Identity(), (), (port,), lambda *a: ())
+
+    ref = torch.tensor([250.0, 0.5])
+    # fp32 rounding of a large ELBO (a sum over 4096 pixels): 1.2e-4 on 250 bits/dim is 5e-7 of it
+    far = [ref.numpy() + np.array([1.2e-4, 0.0], np.float32)]
+    near = [ref.numpy() + np.array([0.0, 1.2e-4], np.float32)]
+    (row,) = export._compare(graph(True), 2, (8, 8), (), (ref,), far, 1e-4, 0.999)
+    assert row.max_abs_error is not None and row.max_abs_error < 1e-6
+    with pytest.raises(UserError, match="relative to max"):
+        export._compare(graph(True), 2, (8, 8), (), (ref,), near, 1e-4, 0.999)  # a small value: absolute
+    with pytest.raises(UserError, match="max abs error"):
+        export._compare(graph(False), 2, (8, 8), (), (ref,), far, 1e-4, 0.999)
+
+
 def test_zero_tolerance_is_a_parameter_that_can_fail(tiny_checkpoints, tmp_path):
     # tokens are exact, but a float output of a VQ-VAE graph is never bit-identical across runtimes
     with pytest.raises(UserError, match=r"parity check failed: graph '\w+' output '\w+' at batch \d"):
