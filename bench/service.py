@@ -163,6 +163,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def wrk_load(
+    exe: str,
     server: Server,
     out: Path,
     name: str,
@@ -172,12 +173,9 @@ def wrk_load(
     content_type: str,
     concurrency: int,
     cfg: ServiceConfig,
-) -> dict[str, Any] | None:
-    """`wrk` posting one body at `concurrency` keep-alive connections (one thread): warm-up, then a
-    measured window. None when wrk is not installed."""
-    exe = shutil.which("wrk")
-    if exe is None:
-        return None
+) -> dict[str, Any]:
+    """`wrk` (at `exe`) posting one body at `concurrency` keep-alive connections (one thread): warm-up,
+    then a measured window."""
     script = out / f"{name}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -305,7 +303,8 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
         with Server(NOOP_APP, log=work / "noop.log") as server:
             for c in cfg.noop_concurrency:
                 scenario(server, "noop", 1, "single", f"noop-c{c}", "/noop", single, 1, c, "image/png")
-    if cfg.wrk_concurrency and shutil.which("wrk"):
+    wrk = shutil.which("wrk")
+    if cfg.wrk_concurrency and wrk is not None:
         targets = (
             (SERVICE_APP, "service", f"{base}/reconstruct", service_env),
             (NOOP_APP, "noop", "/noop", {}),
@@ -313,10 +312,9 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
         for app, label, path, app_env in targets:
             with Server(app, env=app_env, log=work / f"{label}-wrk.log") as server:
                 for c in cfg.wrk_concurrency:
-                    r = wrk_load(server, work, f"{label}-wrk-c{c}", path=path, body=single[0],
+                    r = wrk_load(wrk, server, work, f"{label}-wrk-c{c}", path=path, body=single[0],
                                  content_type=MULTIPART, concurrency=c, cfg=cfg)  # fmt: skip
-                    if r is not None:
-                        rows.append({"server": f"{label} (wrk)", "scenario": "single", "workers": 1, **r})
+                    rows.append({"server": f"{label} (wrk)", "scenario": "single", "workers": 1, **r})
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     return {
         "environment": env,

@@ -297,8 +297,8 @@ def export_graph(graph: Graph, path: Path, height: int, width: int) -> None:
     onnx.save(proto, str(path))
 
 
-def share_weights(graph_files: Sequence[Path], weights: Path, *, min_bytes: int = 1024) -> int:
-    """Move the weights of the graphs into one file they all reference; returns the tensors written.
+def share_weights(graph_files: Sequence[Path], weights: Path, *, min_bytes: int = 1024) -> None:
+    """Move the weights of the graphs into one file they all reference.
 
     The graphs of an artifact are stages of one model, so most weights appear in several of them (the
     fused `reconstruct` and the `elbo` graph each hold an encoder and a decoder). Every initializer of at
@@ -329,7 +329,6 @@ def share_weights(graph_files: Sequence[Path], weights: Path, *, min_bytes: int 
                     entry = tensor.external_data.add()
                     entry.key, entry.value = k, str(v)
             onnx.save(proto, str(path))
-    return len(written)
 
 
 def _ort_session(path: Path) -> Any:

@@ -159,19 +159,24 @@ class _Run:
     def _restore_model(self) -> tuple[nn.Module, Any, dict[str, Any]]:
         if not (self.ckpt_dir / ckpt.STATE_FILE).is_file():
             raise UserError(f"--resume: no checkpoint in {self.out} (no {self.ckpt_dir / ckpt.STATE_FILE})")
-        state = ckpt.read_state(self.ckpt_dir)
-        if state["kind"] != self.config.model:
-            raise UserError(
-                f"--resume: {self.out} holds a {state['kind']} checkpoint; it cannot continue as --model "
-                f"{self.config.model}"
-            )
+        folder, state = self._checkpoint("--resume", self.out)
         model = ckpt.build_from_state(state)
         saved = state["model_config"]
         clashes = sorted(k for k, v in self.config.overrides.items() if saved.get(k, object()) != v)
         if clashes:
             raise UserError(f"--resume: model option(s) {', '.join(clashes)} differ from the checkpoint's")
-        ckpt.load_weights(self.ckpt_dir, model)
+        ckpt.load_weights(folder, model)
         return model, model.config, state
+
+    def _checkpoint(self, flag: str, path: str | Path) -> tuple[Path, dict[str, Any]]:
+        """The checkpoint folder at `path` and its state, which must be of the kind being trained."""
+        folder = ckpt.resolve_checkpoint(path)
+        state = ckpt.read_state(folder)
+        if state["kind"] != self.config.model:
+            raise UserError(
+                f"{flag}: {path} holds a {state['kind']} checkpoint, not the --model {self.config.model}"
+            )
+        return folder, state
 
     def _warm_start(self, source: str) -> tuple[nn.Module, Any]:
         """A model with the weights of the checkpoint at `source`, its config changed by the overrides.
@@ -179,18 +184,14 @@ class _Run:
         The run itself is new (step 0, fresh optimizer and schedule): fine-tuning a trained model, on
         other data or with another loss weight such as beta. The architecture must stay the same.
         """
-        state = ckpt.read_state(source)
-        if state["kind"] != self.config.model:
-            raise UserError(
-                f"--init-from: {source} holds a {state['kind']} checkpoint, not a {self.config.model} one"
-            )
+        folder, state = self._checkpoint("--init-from", source)
         values = {**state["model_config"], **self.config.overrides}
         try:
             model_config = models.config_from_dict(self.config.model, values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"model option: {exc}") from exc
         model = models.build_model(self.config.model, model_config)
-        ckpt.load_weights(ckpt.resolve_checkpoint(source), model)
+        ckpt.load_weights(folder, model)
         return model, model_config
 
     def _make_data(self) -> None:
