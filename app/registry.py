@@ -58,8 +58,12 @@ def session_options(settings: Settings, on_cuda: bool) -> ort.SessionOptions:
     if not on_cuda:
         cores = os.cpu_count() or 1
         opts.intra_op_num_threads = settings.intra_op_threads or max(1, cores // settings.workers)
-        # Spinning threads burn idle cores between requests and starve the other workers.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Threads that spin between operators start each one sooner than threads woken from sleep, but
+        # spinning after a run would burn the cores that decoding and the other workers need: they stop
+        # when the last concurrent run returns.
+        spin = str(int(settings.intra_op_spinning))
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts
 

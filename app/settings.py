@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, description="Server worker processes sharing the cores (thread sizing)."
     )
+    intra_op_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's CPU threads spin between operators instead of sleeping: "
+        "lower latency per run, at the price of busy cores while a run's threads wait.",
+    )
 
     # Dynamic batching, per graph
     max_batch_size: int = Field(default=32, ge=1, description="Most items one batched run holds.")

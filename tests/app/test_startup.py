@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import StartupError
 from app.main import create_app
-from app.registry import provider_plan
+from app.registry import provider_plan, session_options
 from app.settings import DEFAULT_MODEL_DIR, Settings
 
 
@@ -97,6 +97,14 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.max_batch_size == 3 and s.strict_startup is True
     assert s.cors_origins == ["http://a.org", "http://b.org"]
     assert s.model_dir == DEFAULT_MODEL_DIR == Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_cpu_threads_spin_only_when_asked_and_never_between_runs(spinning: bool) -> None:
+    opts = session_options(Settings(intra_op_threads=2, intra_op_spinning=spinning), on_cuda=False)
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def test_default_app_never_imports_torch() -> None:
