@@ -54,7 +54,9 @@ def train(
     _check(config)
     world, device = distributed.setup(config.device)
     try:
-        return _Run(config, world, device, command).run(callback)
+        folder = _Run(config, world, device, command).run(callback)
+        distributed.finish(world)
+        return folder
     finally:
         distributed.teardown(world)
 
