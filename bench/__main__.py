@@ -28,6 +28,14 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _setting(text: str) -> str:
+    """One AESERVE_KEY=VALUE service setting."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.startswith("AESERVE_"):
+        raise argparse.ArgumentTypeError(f"expected AESERVE_KEY=VALUE, not {text!r}")
+    return text
+
+
 # Full-run defaults and the --smoke ones (seconds-long; tiny artifacts).
 FULL: dict[str, Any] = dict(
     batches=(1, 4, 16, 64, 256),
@@ -103,7 +111,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--noop-concurrency", type=_ints, help="no-op endpoint clients ('' for none)")
     g.add_argument("--wrk-concurrency", type=_ints, help="wrk cross-check connections ('' for none)")
     g.add_argument("--workers", type=_ints, default=(1,), help="uvicorn worker counts (one start each)")
-    g.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
+    g.add_argument(
+        "--server-env", action="append", default=[], type=_setting,
+        help="AESERVE_KEY=VALUE for the service and its engine reference (repeatable)",
+    )  # fmt: skip
     g = p.add_argument_group("training")
     g.add_argument("--kinds", type=_words, default=KINDS)
     g.add_argument("--preset", help="model preset (default: default; --smoke: tiny)")

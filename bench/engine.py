@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -89,12 +89,17 @@ def torch_model(folder: Path, runs: Path) -> TorchModel:
     return TorchModel(models.build_model(manifest["kind"], config).eval(), note)
 
 
-def graph_session(path: Path, provider: str) -> Any:
-    """The service's own session wrapper (app.registry.GraphSession): same options, threads, IO binding."""
+def graph_session(path: Path, provider: str, server_env: Mapping[str, str] | None = None) -> Any:
+    """The service's own session wrapper (app.registry.GraphSession): same options, threads, IO binding.
+
+    server_env: the AESERVE_* settings the service under test gets beyond the environment's (e.g.
+    AESERVE_INTRA_OP_SPINNING=true), so the engine it is compared with runs with the same session options.
+    """
     from app.registry import GraphSession, provider_plan
     from app.settings import Settings
 
-    settings = Settings(providers=provider)  # type: ignore[arg-type]
+    fields = {k.removeprefix("AESERVE_").lower(): v for k, v in (server_env or {}).items()}
+    settings = Settings(**{**fields, "providers": provider})
     return GraphSession(path, settings, provider_plan(provider))
 
 

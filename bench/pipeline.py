@@ -10,7 +10,7 @@ decodes the uploads the way the service does (app.imaging.load_fitted) and encod
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,15 @@ OPERATIONS = ("reconstruct", "tokens")
 class DirectRunner:
     """A loaded artifact whose `run` calls the graph's session at once (app.kinds.GraphRunner)."""
 
-    def __init__(self, folder: Path, provider: str, files: dict[str, Path] | None = None) -> None:
-        """files: graph -> another .onnx file for that graph (e.g. its fp16 copy)."""
+    def __init__(
+        self,
+        folder: Path,
+        provider: str,
+        files: dict[str, Path] | None = None,
+        server_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """files: graph -> another .onnx file for that graph (e.g. its fp16 copy); server_env: the service's
+        extra AESERVE_* settings (bench.engine.graph_session)."""
         from app.kinds import ADAPTERS
         from app.manifest import read_manifest
 
@@ -34,7 +41,7 @@ class DirectRunner:
         self.adapter = ADAPTERS[self.manifest.kind]
         graphs = self.adapter.served_graphs(self.manifest)
         files = {g: folder / self.manifest.graphs[g].file for g in graphs} | (files or {})
-        self.sessions = {g: graph_session(files[g], provider) for g in graphs}
+        self.sessions = {g: graph_session(files[g], provider, server_env) for g in graphs}
         self.provider = next(iter(self.sessions.values())).provider
 
     async def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,9 +95,11 @@ def engine_rows(
     provider: str,
     pngs: list[bytes],
     arrays: np.ndarray,
+    server_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows (op, png, batch -> images/s, latency) of the raw engine; pngs/arrays: the request payloads."""
-    runner = DirectRunner(folder, provider)
+    """Rows (op, png, batch -> images/s, latency) of the raw engine; pngs/arrays: the request payloads;
+    server_env: the service's extra AESERVE_* settings, so both sides run the same session options."""
+    runner = DirectRunner(folder, provider, server_env=server_env)
     rows = []
     for op in ops:
         fn = operation(runner, op)

@@ -215,6 +215,7 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
     payloads = Payloads(work / "payloads", photos.png_crops(32, h, w, c), photos.arrays(32, h, w, c))
     vq = manifest["kind"] == "vqvae"
     ops = ("reconstruct", "tokens") if vq else ("reconstruct",)
+    extra_env = dict(kv.split("=", 1) for kv in cfg.server_env)
     engine = engine_rows(
         folder,
         ops,
@@ -223,6 +224,7 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
         provider=cfg.provider,
         pngs=payloads.pngs,
         arrays=payloads.arrays,
+        server_env=extra_env,
     )
     single = payloads.single()
     service_env = {
@@ -230,7 +232,7 @@ def run_service(cfg: ServiceConfig, out: Path) -> dict[str, Any]:
         "AESERVE_PROVIDERS": cfg.provider,
         "AESERVE_MAX_IMAGES": str(max(cfg.bulk_sizes, default=64)),
     }
-    service_env |= dict(kv.split("=", 1) for kv in cfg.server_env)
+    service_env |= extra_env
     rows: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []
 

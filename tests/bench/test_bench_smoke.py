@@ -250,3 +250,19 @@ def test_wrk_output_is_parsed_in_milliseconds() -> None:
         "p99_ms": 1020.0,
         "errors": 7,  # 4 non-2xx responses and 3 socket errors
     }
+
+
+def test_engine_reference_runs_with_the_services_extra_settings(tiny_artifacts: Path) -> None:
+    """`bench service --server-env` gives the engine it compares with the same session options."""
+    from bench.pipeline import DirectRunner
+
+    extra = {"AESERVE_INTRA_OP_THREADS": "1", "AESERVE_INTRA_OP_SPINNING": "true"}
+    plain = DirectRunner(tiny_artifacts / "vqvae", "cpu")
+    tuned = DirectRunner(tiny_artifacts / "vqvae", "cpu", server_env=extra)
+    assert plain.sessions.keys() == tuned.sessions.keys()
+    for graph, wrapper in tuned.sessions.items():
+        options = wrapper.session.get_session_options()
+        assert options.intra_op_num_threads == 1, graph
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1", graph
+        default = plain.sessions[graph].session.get_session_options()
+        assert default.get_session_config_entry("session.intra_op.allow_spinning") == "0", graph
