@@ -87,6 +87,11 @@ class KindAdapter:
         stands for: what the request limits (AESERVE_MAX_PIXELS) are checked against before running."""
         return shape[0] * m.height * m.width
 
+    def spatial_problem(self, m: Manifest, input_name: str, shape: list[int]) -> str | None:
+        """Why a graph input of this shape cannot run, for the sides a fixed-size graph does not pin
+        (None when it can): the Open Inference Protocol route's check before ONNX Runtime sees it."""
+        return None
+
     async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -193,6 +198,16 @@ class VQVAEAdapter(KindAdapter):
         h, w = shape[-2], shape[-1]
         scale = 1 if input_name == "image" else self.downsample(m) ** 2
         return shape[0] * h * w * scale
+
+    def spatial_problem(self, m: Manifest, input_name: str, shape: list[int]) -> str | None:
+        h, w = shape[-2], shape[-1]
+        if input_name == "image":
+            d = self.downsample(m)
+            if h < d or w < d or h % d or w % d:
+                return f"image sides must be positive multiples of {d}, got {h}x{w}"
+        elif h < 1 or w < 1:
+            return f"a {input_name} grid needs at least one row and one column, got {h}x{w}"
+        return None
 
     async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
         return (await model.run("encoder", {"image": x}))["z_e"]

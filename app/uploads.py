@@ -111,8 +111,9 @@ async def read_upload(
     allow_empty: bool = False,
 ) -> Upload:
     """Parse multipart/form-data, a raw image body (stored under `raw_field`) or, where allowed, JSON.
-    A multipart file under a name other than `fields` is refused (a misspelt field would otherwise be
-    silently ignored by operations whose image is optional)."""
+    A multipart part under a name other than `fields` is refused: a misspelt file field would otherwise
+    be silently ignored by operations whose image is optional, and an option sent as a text field
+    (`-F seed=1`) instead of in the query string would be too."""
     media = _media_type(request)
     if media == "multipart/form-data":
         try:
@@ -128,8 +129,14 @@ async def read_upload(
                         field=fields[0],  # the field the client most likely meant
                     )
                 upload.files.setdefault(key, []).append(await value.read())
-            else:
-                upload.fields[key] = value
+            elif key in fields:
+                upload.fields[key] = value  # a text part where a file belongs: Upload.images names it
+            else:  # options are query parameters; a form field would be silently ignored
+                raise InvalidInput(
+                    f"unexpected form field {key!r}: options go in the query string (?{key}=...); "
+                    f"the form carries only the files {', '.join(fields)}",
+                    field=key,
+                )
         count = sum(len(v) for v in upload.files.values())
         if count > max_images:
             raise InvalidInput(f"{count} images in one request; the limit is {max_images}", field="images")

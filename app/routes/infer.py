@@ -396,9 +396,12 @@ async def _endpoints(
         if za.shape != zb.shape:
             raise InvalidInput("start and end latents differ in shape", field="end")
         return za[0], zb[0], []
-    x, fitted = await _fitted([upload.one("start"), upload.one("end")], m, model, settings, fit, "start")
-    z = await model.adapter.to_latent(model, x)
-    return z[0], z[1], [f.description for f in fitted]
+    xa, fa = await _fitted([upload.one("start")], m, model, settings, fit, "start")
+    xb, fb = await _fitted([upload.one("end")], m, model, settings, fit, "end")
+    if xa.shape != xb.shape:
+        raise InvalidInput("start and end kept at different sizes (fit=none); send one size", field="end")
+    z = await model.adapter.to_latent(model, np.concatenate([xa, xb]))
+    return z[0], z[1], [f.description for f in (*fa, *fb)]
 
 
 @router.post(

@@ -104,6 +104,9 @@ def _check_size(registry: Registry, g: Graph, spec: TensorSpec, shape: list[int]
         )
     model = registry.models.get(g.model)
     if model is not None and model.manifest is not None and model.adapter is not None:
+        problem = model.adapter.spatial_problem(model.manifest, spec.name, shape)
+        if problem is not None:
+            raise InvalidInput(f"input {spec.name!r} of shape {shape}: {problem}")
         pixels = model.adapter.pixels(model.manifest, spec.name, shape)
         if pixels > settings.max_pixels:
             raise PayloadTooLarge(
@@ -150,7 +153,12 @@ def _input_array(
         offset += size
     else:
         try:
-            array = np.asarray(item.get("data"), dtype=dtype)
+            parsed = np.asarray(item.get("data"))
+            # JSON integers for integer tensors (0.5 is not a token id), numbers for float ones; no booleans
+            kinds = "iu" if dtype.kind in "iu" else "iuf"
+            if parsed.dtype.kind not in kinds and parsed.size:
+                raise TypeError(f"JSON values of numpy kind {parsed.dtype.kind!r}")
+            array = parsed.astype(dtype)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInput(f"input {name!r}: data is not a list of {datatype} values") from exc
         if array.size != count:

@@ -233,6 +233,10 @@ def test_interpolate_formats(client: TestClient, image_bytes, kind: str) -> None
     for steps in (1, 65):
         r = client.post(f"/v1/models/{kind}/interpolate?steps={steps}", files=files)
         assert r.status_code == 422 and r.json()["error"]["field"] == "steps"
+    for field in ("start", "end"):  # the error names the image that is broken
+        broken = {**files, field: ("x.png", b"not an image", "image/png")}
+        r = client.post(f"/v1/models/{kind}/interpolate", files=broken)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
 
 
 def test_interpolate_latents_ends_at_the_decoded_endpoints(client: TestClient) -> None:
@@ -360,4 +364,14 @@ def test_error_codes_and_shape(client: TestClient, image_bytes) -> None:  # type
     assert no_field.status_code == 422 and no_field.json()["error"]["field"] == "image"
     bad_fit = client.post("/v1/models/vae/reconstruct?fit=stretch", files=upload(image_bytes()))
     assert bad_fit.status_code == 422 and bad_fit.json()["error"]["field"] == "fit"
+    # an option sent as a form field instead of in the query string is refused, not silently ignored
+    as_form = client.post("/v1/models/mae/inpaint", files=upload(image_bytes()), data={"mask_ratio": "0.1"})
+    error = as_form.json()["error"]
+    assert (
+        as_form.status_code == 422 and error["field"] == "mask_ratio" and "query string" in error["message"]
+    )
+    text_image = client.post(
+        "/v1/models/mae/inpaint", files=upload(image_bytes(), "mask"), data={"image": "a"}
+    )
+    assert text_image.status_code == 422 and "must be a file" in text_image.json()["error"]["message"]
     assert client.delete("/v1/models").status_code == 405

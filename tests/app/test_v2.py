@@ -124,3 +124,28 @@ def test_errors_follow_the_protocol(client: TestClient) -> None:
         "/v2/models/vae_decoder/infer", content=b"{", headers={"content-type": "application/json"}
     )
     assert r.status_code == 400 and isinstance(r.json()["error"], str)
+    # A fully convolutional graph's free sides: images in multiples of the downsampling factor (4 for the
+    # tiny VQ-VAE), token grids of at least 1x1; otherwise ONNX Runtime's shape error would be a 500.
+    for shape in ([1, 3, 1, 1], [1, 3, 6, 6], [1, 3, 0, 8]):
+        count = int(np.prod(shape))
+        status, body = infer(
+            "vqvae_encoder", [{"name": "image", "shape": shape, "datatype": "FP32", "data": [0.0] * count}]
+        )
+        assert status == 400 and "multiples of 4" in body["error"], (shape, body)
+    status, body = infer(
+        "vqvae_decoder", [{"name": "tokens", "shape": [1, 0, 0], "datatype": "INT64", "data": []}]
+    )
+    assert status == 400 and "at least one row" in body["error"]
+    status, body = infer(
+        "vqvae_encoder", [{"name": "image", "shape": [1, 3, 4, 8], "datatype": "FP32", "data": [0.0] * 96}]
+    )
+    assert status == 200 and body["outputs"][1]["shape"] == [1, 1, 2]
+    for data in ([0.5] * 16, [True] * 16, ["1"] * 16):  # token ids are JSON integers
+        status, body = infer(
+            "vqvae_decoder", [{"name": "tokens", "shape": [1, 4, 4], "datatype": "INT64", "data": data}]
+        )
+        assert status == 400 and "INT64" in body["error"], data
+    status, body = infer(
+        "vae_decoder", [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [True] * 4}]
+    )
+    assert status == 400 and "FP32" in body["error"]
