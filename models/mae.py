@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.bounds import check_bounds
+
 # Added to attention logits of padding keys. Finite, not -inf: a sample with no visible patch at all then
 # gets uniform (ignored) attention instead of NaNs from softmax over an all -inf row.
 _NEG = -1e9
@@ -54,6 +56,13 @@ class MAEConfig:
             )
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        check_bounds(
+            self,
+            positive=(
+                "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
+                "mlp_ratio",
+            ),
+        )  # fmt: skip
         for dim, heads in (
             (self.embed_dim, self.num_heads),
             (self.decoder_embed_dim, self.decoder_num_heads),

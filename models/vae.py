@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.bounds import check_bounds
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 # The Gaussian's log-scale is clamped below: with a learned sigma the NLL rewards sigma -> 0 on pixels the
@@ -50,10 +52,13 @@ class VAEConfig:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.capacity_max < 0 or self.capacity_steps <= 0:
-            raise ValueError("capacity_max must be >= 0 and capacity_steps > 0")
+        check_bounds(
+            self,
+            positive=("latent_dim", "hidden_channels", "fc_dim", "beta", "capacity_steps"),
+            non_negative=("capacity_max",),
+        )
+        if not math.isfinite(self.init_log_sigma):
+            raise ValueError(f"init_log_sigma must be finite, got {self.init_log_sigma}")
 
 
 # The dataclass defaults are vae's "default" preset (the photos model); the others list what they change.

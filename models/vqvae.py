@@ -21,6 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.bounds import check_bounds
+
 DOWNSAMPLE = 4  # two stride-2 convolutions, as in the paper
 
 
@@ -58,6 +60,13 @@ class VQVAEConfig:
             raise ValueError("codebook_size must be >= 2 and code_dim >= 1")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_bounds(
+            self,
+            positive=("hidden_channels", "ema_epsilon", "entropy_temperature"),
+            non_negative=(
+                "num_residual_blocks", "commitment", "dead_code_threshold", "kmeans_iters", "entropy_weight",
+            ),
+        )  # fmt: skip
 
 
 # The presets use the factorised, normalised lookup (an 8-dim unit-sphere code kept 91.8% of the codebook in

@@ -10,7 +10,6 @@ Only the stages a kind has are implemented; calling another raises `NotImplement
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ import torch
 from torch import nn
 
 from training.errors import UserError
-
-ARTIFACT_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -243,33 +240,29 @@ class OnnxBackend(Backend):
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check an artifact's manifest.json: format version, graph files present, sha256 equal.
+    """Read and check an artifact's manifest.json as the service does (app.manifest: format version,
+    field types), then every file it lists: each graph and each shared file (the weights) present and
+    equal to its sha256.
 
     Raises UserError with a one-line reason. Returns the manifest as a plain dict (so `evaluate` can
     write it back with its metrics added and nothing else changed).
     """
-    from training.export import sha256_file
+    from app.manifest import ManifestError, verified_file
+    from app.manifest import read_manifest as parse_manifest
 
     folder = Path(folder)
-    path = folder / "manifest.json"
-    if not path.is_file():
+    if not (folder / "manifest.json").is_file():
         raise UserError(f"{folder} is not an artifact folder (no manifest.json)")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != ARTIFACT_FORMAT_VERSION:
-        raise UserError(f"{path}: unsupported format_version (expected {ARTIFACT_FORMAT_VERSION})")
-    try:
-        kind, channels = manifest["kind"], manifest["input"]["channels"]
-        for spec in manifest["graphs"].values():
-            graph = folder / spec["file"]
-            if not graph.is_file():
-                raise UserError(f"artifact {folder}: graph file {spec['file']} is missing")
-            if sha256_file(graph) != spec["sha256"]:
-                raise UserError(f"artifact {folder}: {spec['file']} does not match its manifest sha256")
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path} lacks or mistypes a field: {exc}") from exc
-    if kind not in ("vae", "beta_vae", "vqvae", "mae") or channels not in (1, 3):
-        raise UserError(f"{path}: unknown kind {kind!r} or channel count {channels!r}")
-    return manifest
+        m = parse_manifest(folder)
+        if m.kind not in ("vae", "beta_vae", "vqvae", "mae") or m.channels not in (1, 3):
+            raise ManifestError(f"unknown kind {m.kind!r} or channel count {m.channels!r}")
+        if m.height < 1 or m.width < 1:
+            raise ManifestError(f"input size {m.height}x{m.width} is not positive")
+        for graph in m.graphs.values():
+            verified_file(folder, graph.file, graph.sha256, f"graph {graph.name}")
+        for name, entry in m.files.items():
+            verified_file(folder, str(entry["file"]), str(entry["sha256"]), f"file {name}")
+    except (ManifestError, KeyError, TypeError) as exc:
+        raise UserError(f"artifact {folder}: {exc}") from exc
+    return m.raw

@@ -101,6 +101,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from exc
     try:
         if path.suffix.lower() == ".toml":
             values = tomllib.loads(text)

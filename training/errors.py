@@ -5,6 +5,7 @@ everything else that escapes is a bug and keeps its traceback.
 """
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -14,6 +15,13 @@ class UserError(Exception):
     def __init__(self, message: str) -> None:
         # One line, so the CLI's `error: ...` stays a single line whatever the caller wrote.
         super().__init__(" ".join(str(message).split()))
+
+
+def check_folder_path(path: str | Path, flag: str) -> None:
+    """A folder the command will write into must not be an existing file: found before the work, not
+    when the first result is saved after it."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file, not a folder")
 
 
 class NonFiniteLoss(UserError):

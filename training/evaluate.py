@@ -38,7 +38,7 @@ import torch
 
 from training import baselines, metrics, report
 from training.backends import Backend, ModelInfo, OnnxBackend, TorchBackend
-from training.errors import OneLineParser, UserError
+from training.errors import OneLineParser, UserError, check_folder_path
 
 if TYPE_CHECKING:
     from training.data import ShapesDataset
@@ -648,6 +648,8 @@ def main(argv: list[str]) -> int:
     for name in ("n", "mig_n", "probe_n", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"evaluate: --{name.replace('_', '-')} must be at least 1")
+    if args.report is not None:
+        check_folder_path(args.report, "--report")
     settings = Settings(
         n=args.n, seed=args.seed, mig_n=args.mig_n, probe_n=max(args.probe_n, 8), batch_size=args.batch_size
     )

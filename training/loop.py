@@ -37,7 +37,7 @@ from training.config import (
 )
 from training.data import BUILTIN, ImageDataset, default_channels, make_dataset
 from training.distributed import ShardSampler, World
-from training.errors import NonFiniteLoss, OneLineParser, UserError
+from training.errors import NonFiniteLoss, OneLineParser, UserError, check_folder_path
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -70,13 +70,23 @@ def _check(config: TrainConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"{name} must be > 0, not {value}")
-    if config.epochs is not None and config.epochs <= 0:
-        raise UserError(f"epochs must be > 0, not {config.epochs}")
-    for name in ("val_every", "checkpoint_every", "log_every", "warmup_steps", "val_images"):
+    floats = {"epochs": config.epochs, "lr": config.lr, "weight_decay": config.weight_decay}
+    floats |= {"min_lr_ratio": config.min_lr_ratio, "grad_clip": config.grad_clip}
+    for name, number in floats.items():
+        if number is not None and not math.isfinite(number):
+            raise UserError(f"{name} must be a finite number, not {number}")
+    for name in ("epochs", "lr"):
+        if (number := getattr(config, name)) is not None and number <= 0:
+            raise UserError(f"{name} must be > 0, not {number}")
+    for name in ("val_every", "checkpoint_every", "log_every", "warmup_steps", "val_images", "grad_clip"):
         if getattr(config, name) < 0:
             raise UserError(f"{name} must be >= 0, not {getattr(config, name)}")
-    if config.grad_clip < 0 or config.workers is not None and config.workers < 0:
-        raise UserError("grad_clip and workers must be >= 0")
+    for name in ("weight_decay", "workers"):
+        if (number := getattr(config, name)) is not None and number < 0:
+            raise UserError(f"{name} must be >= 0, not {number}")
+    if not 0 <= config.min_lr_ratio <= 1:
+        raise UserError(f"min_lr_ratio must be in [0, 1], not {config.min_lr_ratio}")
+    check_folder_path(config.out, "--out")
 
 
 def model_config_for(config: TrainConfig) -> Any:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from training import report
 from training.backends import TorchBackend
-from training.errors import OneLineParser, UserError
+from training.errors import OneLineParser, UserError, check_folder_path
 from training.evaluate import Settings, evaluate, held_out
 
 # A latent whose mean KL to the prior is below this carries (almost) no information: posterior collapse.
@@ -195,8 +196,8 @@ def _betas(text: str) -> list[float]:
         betas = [float(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise UserError(f"sweep: --betas must be numbers separated by commas, not {text!r}") from None
-    if not betas or any(b <= 0 for b in betas) or len(set(betas)) != len(betas):
-        raise UserError(f"sweep: --betas needs distinct positive numbers, got {text!r}")
+    if not betas or not all(0 < b < math.inf for b in betas) or len(set(betas)) != len(betas):
+        raise UserError(f"sweep: --betas needs distinct positive finite numbers, got {text!r}")
     return betas
 
 
@@ -216,6 +217,7 @@ def main(argv: list[str]) -> int:
     betas = _betas(args.betas)
     if args.steps < 1 or args.n < 1 or args.mig_n < 2:
         raise UserError("sweep: --steps and --n must be at least 1, --mig-n at least 2")
+    check_folder_path(args.out, "--out")
     summary = run_sweep(
         betas, steps=args.steps, out=args.out, preset=args.preset, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, settings=Settings(n=args.n, mig_n=args.mig_n, seed=args.seed),

@@ -12,7 +12,6 @@ with Triton's own `model_config.proto` (from `tritonclient`) to prove it is vali
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -55,26 +54,6 @@ class TritonModel:
 
     name: str
     path: Path
-
-
-def read_manifest(artifact: Path) -> dict[str, Any]:
-    """The artifact's manifest, after checking its format version and every graph's sha256."""
-    from training.export import FORMAT_VERSION, sha256_file
-
-    path = Path(artifact) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{artifact} is not an artifact folder (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {manifest.get('format_version')!r}, not {FORMAT_VERSION}")
-    for graph, entry in manifest["graphs"].items():
-        file = Path(artifact) / entry["file"]
-        if not file.is_file() or sha256_file(file) != entry["sha256"]:
-            raise UserError(f"{artifact}: graph {graph!r} ({entry['file']}) is missing or fails its sha256")
-    return manifest
 
 
 def _tensor(port: dict[str, Any]) -> str:
@@ -144,6 +123,8 @@ def write_model_repository(
     """
     options = options or TritonOptions()
     artifact, out_dir = Path(artifact), Path(out_dir)
+    from training.backends import read_manifest
+
     manifest = read_manifest(artifact)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--triton {out_dir} is a file, not a folder")

@@ -184,6 +184,20 @@ def test_cli_rejects_a_tampered_graph(
         f.write(b"\0")
     code, _, err = _run(["--artifact", str(art), *SMALL], capsys)
     assert code == 2 and "sha256" in err
+    shutil.copyfile(tiny_artifacts / "vae" / "decoder.onnx", art / "decoder.onnx")
+    with (art / "weights.bin").open("r+b") as f:  # truncated shared weights
+        f.truncate(100)
+    code, _, err = _run(["--artifact", str(art), *SMALL], capsys)
+    assert code == 2 and "weights.bin sha256" in err and err.count("\n") == 1
+    shutil.copyfile(tiny_artifacts / "vae" / "weights.bin", art / "weights.bin")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["input"]["height"] = "x"
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = _run(["--artifact", str(art), *SMALL], capsys)
+    assert code == 2 and "mistypes a field" in err and err.count("\n") == 1
+    report = art / "README.md"  # a file where the report folder should go
+    code, _, err = _run(["--artifact", str(tiny_artifacts / "vae"), "--report", str(report)], capsys)
+    assert code == 2 and "--report" in err and "is a file" in err
 
 
 # --- the beta sweep ---------------------------------------------------------------------------------

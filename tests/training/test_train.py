@@ -187,13 +187,27 @@ TINY = ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--val-images",
         (["--data", "shapes"], "--model is required"),
         (["--model", "vae", "--data", "shapes", "--lr", "1e6", "--grad-clip", "0", "--warmup-steps", "0",
           "--steps", "20"], "NaN or infinite"),
+        (["--model", "vae", "--data", "shapes", "--lr", "-1"], "lr must be > 0"),
+        (["--model", "vae", "--data", "shapes", "--lr", "nan"], "lr must be a finite number"),
+        (["--model", "vae", "--data", "shapes", "--weight-decay", "-1"], "weight_decay must be >= 0"),
+        (["--model", "vae", "--data", "shapes", "--epochs", "inf"], "epochs must be a finite number"),
+        (["--model", "vae", "--data", "shapes", "--grad-clip", "nan"], "grad_clip must be a finite number"),
+        (["--model", "vae", "--data", "shapes", "--set", "latent_dim=-3"], "latent_dim must be > 0"),
+        (["--model", "beta_vae", "--data", "shapes", "--set", "beta=-1"], "beta must be > 0 and finite"),
+        (["--model", "mae", "--data", "shapes", "--set", "num_heads=0"], "num_heads must be > 0"),
+        (["--model", "mae", "--data", "shapes", "--set", "depth=-1"], "depth must be > 0"),
+        (["--model", "vqvae", "--data", "shapes", "--set", "hidden_channels=0"], "hidden_channels must be"),
+        (["--model", "vae", "--data", "shapes", "--config", "{binary}"], "is not UTF-8 text"),
+        (["--model", "vae", "--data", "shapes", "--out", "{binary}"], "is a file, not a folder"),
     ],
 )  # fmt: skip
 def test_cli_errors_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     (tmp_path / "empty").mkdir()
-    argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in argv]
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe{}")
+    names = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "binary": tmp_path / "bin.json"}
+    argv = [a.format(**names) for a in argv]
     code, err = _cli([*TINY, "--out", str(tmp_path / "run"), *argv], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err

@@ -120,9 +120,13 @@ def test_a_tampered_graph_is_refused(tiny_artifacts, tmp_path):
     shutil.copytree(tiny_artifacts / "beta_vae", artifact)
     with (artifact / "decoder.onnx").open("ab") as f:
         f.write(b"\0")
-    with pytest.raises(UserError, match="'decoder' .* fails its sha256"):
+    with pytest.raises(UserError, match="graph decoder: decoder.onnx sha256 .* does not match"):
         write_model_repository(artifact, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+    shutil.copyfile(tiny_artifacts / "beta_vae" / "decoder.onnx", artifact / "decoder.onnx")
+    (artifact / "weights.bin").unlink()  # the graphs' shared external data
+    with pytest.raises(UserError, match="file weights: weights.bin is missing"):
+        write_model_repository(artifact, tmp_path / "repo")
 
 
 def test_cli_from_artifact(tiny_artifacts, tmp_path, capsys):
