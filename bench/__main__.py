@@ -18,14 +18,57 @@ from bench import targets
 from bench.environment import REPO, describe, read_results, write_result
 
 KINDS = ("vae", "beta_vae", "vqvae", "mae")
+PRESETS = ("tiny", "default", "large")  # models.PRESET_NAMES, without importing torch
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
+    """Comma-separated positive integers ('' for none)."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, not {text!r}")
+    return values
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+def _count(text: str) -> int:
+    """One integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text!r}")
+    return value
+
+
+def _pause(text: str) -> float:
+    """A finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected finite seconds >= 0, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    value = _pause(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected seconds > 0, not 0")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    """Comma-separated model kinds."""
+    kinds = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown kinds {unknown or text!r}; choose from {', '.join(KINDS)}")
+    return kinds
 
 
 def _setting(text: str) -> str:
@@ -100,11 +143,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-doc", action="store_true", help="all: do not touch docs/PERFORMANCE.md")
     g = p.add_argument_group("engine")
     g.add_argument("--batches", type=_ints, help=f"batch sizes (default {FULL['batches']})")
-    g.add_argument("--seconds", type=float, help="timed seconds per (graph, runtime, batch); 3 runs at least")
+    g.add_argument("--seconds", type=_seconds, help="timed seconds per (graph, runtime, batch); >= 3 runs")
     g.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs and their parity gate")
     g = p.add_argument_group("service")
-    g.add_argument("--duration", type=float, help="measured seconds per load scenario")
-    g.add_argument("--warmup", type=float, help="unmeasured seconds before each scenario")
+    g.add_argument("--duration", type=_seconds, help="measured seconds per load scenario")
+    g.add_argument("--warmup", type=_pause, help="unmeasured seconds before each scenario")
     g.add_argument("--concurrency", type=_ints, help="single-image clients")
     g.add_argument("--bulk-sizes", type=_ints, help="images per bulk tokens request ('' for none)")
     g.add_argument("--naive-concurrency", type=_ints, help="naive baseline clients ('' for none)")
@@ -116,13 +159,13 @@ def parser() -> argparse.ArgumentParser:
         help="AESERVE_KEY=VALUE for the service and its engine reference (repeatable)",
     )  # fmt: skip
     g = p.add_argument_group("training")
-    g.add_argument("--kinds", type=_words, default=KINDS)
-    g.add_argument("--preset", help="model preset (default: default; --smoke: tiny)")
-    g.add_argument("--train-steps", type=int)
-    g.add_argument("--train-batch", type=int)
+    g.add_argument("--kinds", type=_kinds, default=KINDS)
+    g.add_argument("--preset", choices=PRESETS, help="model preset (default: default; --smoke: tiny)")
+    g.add_argument("--train-steps", type=_count)
+    g.add_argument("--train-batch", type=_count)
     g = p.add_argument_group("coldstart and profile")
-    g.add_argument("--repeats", type=int, help="service starts to time")
-    g.add_argument("--profile-seconds", type=float)
+    g.add_argument("--repeats", type=_count, help="service starts to time")
+    g.add_argument("--profile-seconds", type=_seconds)
     return p
 
 
@@ -176,11 +219,20 @@ def cmd_engine(args: argparse.Namespace, s: dict[str, Any]) -> Path:
 
 
 def _folders(args: argparse.Namespace) -> list[Path]:
+    from app.manifest import ManifestError, read_manifest
     from bench.engine import artifact_folders
 
     found = artifact_folders(args.artifacts)
     if not found:
         raise SystemExit(f"error: no artifact folders (<name>/manifest.json) in {args.artifacts}")
+    for folder in found:
+        try:
+            read_manifest(folder)
+        except ManifestError as exc:
+            raise SystemExit(f"error: artifact {folder}: {exc}") from None
+    if args.command in ("service", "profile", "all") and args.model not in {f.name for f in found}:
+        names = ", ".join(f.name for f in found)
+        raise SystemExit(f"error: --model {args.model!r} is not in {args.artifacts} (it has {names})")
     return found
 
 
@@ -272,6 +324,8 @@ def cmd_report(args: argparse.Namespace) -> Path:
     from bench.report import write_report
 
     results = read_results(args.out)
+    if not results:
+        raise SystemExit(f"error: no benchmark results (<section>.json) in {args.out}")
     path = write_report(results, args.out, args.doc)
     for line in targets.lines(targets.evaluate(results)):
         print(line)

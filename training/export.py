@@ -641,6 +641,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """`python -m training export ...`; returns the exit code (UserError -> exit 2 in training/__main__)."""
     args = _parser().parse_args(argv)
+    if args.triton is not None:
+        _triton_options(args)  # its errors before any export work
     if args.from_artifact is not None:
         if args.checkpoint is not None or args.out is not None:
             raise UserError("export: --from-artifact takes no CHECKPOINT and no --out")
@@ -662,12 +664,17 @@ def main(argv: list[str]) -> int:
         return _write_triton(artifact, args)
 
 
-def _write_triton(artifact: Path, args: argparse.Namespace) -> int:
-    from training.triton import TritonOptions, write_model_repository
+def _triton_options(args: argparse.Namespace) -> Any:
+    from training.triton import TritonOptions
 
-    options = TritonOptions(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
-                            instances=args.instances)
-    models = write_model_repository(artifact, args.triton, options)
+    return TritonOptions(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+                         instances=args.instances)
+
+
+def _write_triton(artifact: Path, args: argparse.Namespace) -> int:
+    from training.triton import write_model_repository
+
+    models = write_model_repository(artifact, args.triton, _triton_options(args))
     print(f"wrote {len(models)} Triton models to {args.triton}: {', '.join(m.name for m in models)}")
     return 0
 

@@ -266,3 +266,33 @@ def test_engine_reference_runs_with_the_services_extra_settings(tiny_artifacts: 
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1", graph
         default = plain.sessions[graph].session.get_session_options()
         assert default.get_session_config_entry("session.intra_op.allow_spinning") == "0", graph
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["engine", "--batches", "0"], "expected integers >= 1"),
+        (["engine", "--seconds", "nan"], "expected finite seconds"),
+        (["training", "--kinds", "foo"], "unknown kinds ['foo']"),
+        (["training", "--train-steps", "0"], "expected an integer >= 1"),
+        (["service", "--model", "nosuch", "--artifacts", "{tiny}"], "--model 'nosuch' is not in"),
+        (["report", "--out", "{empty}"], "no benchmark results"),
+        (["engine", "--artifacts", "{broken}"], "lacks or mistypes a field"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_end_in_one_line(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from bench.__main__ import main
+
+    broken = tmp_path / "broken" / "vae"
+    shutil.copytree(tiny_artifacts / "vae", broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["input"]["height"] = "x"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "empty").mkdir()
+    names = {"tiny": tiny_artifacts, "empty": tmp_path / "empty", "broken": broken.parent}
+    with pytest.raises(SystemExit) as exited:
+        main([a.format(**names) for a in argv])
+    said = str(exited.value.code) if isinstance(exited.value.code, str) else capsys.readouterr().err
+    assert exited.value.code != 0 and message in said and "Traceback" not in said

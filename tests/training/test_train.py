@@ -199,6 +199,7 @@ TINY = ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--val-images",
         (["--model", "vqvae", "--data", "shapes", "--set", "hidden_channels=0"], "hidden_channels must be"),
         (["--model", "vae", "--data", "shapes", "--config", "{binary}"], "is not UTF-8 text"),
         (["--model", "vae", "--data", "shapes", "--out", "{binary}"], "is a file, not a folder"),
+        (["--model", "vae", "--data", ""], "data is empty"),
     ],
 )  # fmt: skip
 def test_cli_errors_are_one_line(

@@ -146,6 +146,11 @@ def test_cli_from_checkpoint_writes_artifact_and_repository(tiny_checkpoints, tm
     assert json.loads((art / "manifest.json").read_text())["name"] == "v1"
     assert sorted(p.name for p in repo.iterdir()) == ["v1_decoder", "v1_elbo", "v1_encoder", "v1_reconstruct"]
     assert _config(repo / "v1_elbo").output[0].name == "bits_per_dim"
+    # a bad Triton option is refused before the artifact is written
+    late = tmp_path / "late"
+    argv = ["export", str(tiny_checkpoints["vae"]), "--out", str(late), "--triton", str(repo),
+            "--max-batch-size", "0"]
+    assert cli(argv) == 2 and not late.exists()
 
 
 def test_cli_triton_only_names_models_after_the_run(tiny_checkpoints, tmp_path):

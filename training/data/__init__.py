@@ -10,6 +10,7 @@ from pathlib import Path
 from training.data.folder import FolderDataset
 from training.data.photos import PhotosDataset
 from training.data.shapes import ShapesDataset
+from training.errors import UserError
 
 BUILTIN = ("shapes", "photos")
 ImageDataset = ShapesDataset | PhotosDataset | FolderDataset
@@ -56,4 +57,6 @@ def make_dataset(
         return ShapesDataset(split, image_size=image_size, channels=channels)
     if spec == "photos":
         return PhotosDataset(split, image_size=image_size, channels=channels, seed=seed, length=length)
+    if not spec.strip():  # Path("") is the current directory: never scan it by accident
+        raise UserError("data is empty; give shapes, photos or a folder of images")
     return FolderDataset(Path(spec).expanduser(), split, image_size=image_size, channels=channels)
