@@ -95,6 +95,9 @@ def test_binary_round_trip_equals_json(client: TestClient) -> None:
         },
     )
     assert v1.headers["content-type"] == "application/octet-stream"
+    trailing, headers = binary_request({"image": x}, ["tokens"])
+    r = client.post("/v2/models/vqvae_encoder/infer", content=trailing + b"\0" * 8, headers=headers)
+    assert r.status_code == 400 and "8 bytes follow the last binary input" in r.json()["error"]
 
 
 def test_errors_follow_the_protocol(client: TestClient) -> None:
@@ -149,3 +152,16 @@ def test_errors_follow_the_protocol(client: TestClient) -> None:
         "vae_decoder", [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [True] * 4}]
     )
     assert status == 400 and "FP32" in body["error"]
+    mae = client.get("/v2/models/mae_reconstruct").json()["inputs"]
+    (image_shape,) = [i["shape"][1:] for i in mae if i["name"] == "image"]
+    (patches,) = [i["shape"][1] for i in mae if i["name"] == "mask"]
+    image = {
+        "name": "image",
+        "shape": [1, *image_shape],
+        "datatype": "FP32",
+        "data": [0.5] * int(np.prod(image_shape)),
+    }
+    for value, code in ((5.0, 400), (0.5, 400), (1.0, 200)):
+        mask = {"name": "mask", "shape": [1, patches], "datatype": "FP32", "data": [value] * patches}
+        status, body = infer("mae_reconstruct", [image, mask])
+        assert status == code and (code == 200 or "0 (visible patch) or 1" in body["error"]), (value, body)
