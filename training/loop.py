@@ -177,6 +177,9 @@ class _Run:
         clashes = sorted(k for k, v in self.config.overrides.items() if saved.get(k, object()) != v)
         if clashes:
             raise UserError(f"--resume: model option(s) {', '.join(clashes)} differ from the checkpoint's")
+        preset = (state.get("train_config") or {}).get("preset", self.config.preset)
+        if preset != self.config.preset:
+            raise UserError(f"--resume: --preset {self.config.preset} differs from the checkpoint's {preset}")
         ckpt.load_weights(folder, model)
         return model, model.config, state
 

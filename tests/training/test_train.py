@@ -221,6 +221,8 @@ def test_cli_resume_with_another_kind(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "holds a vae checkpoint" in err and err.count("\n") == 1
     code, err = _cli([*TINY, *out, "--model", "vae", "--data", "shapes"], capsys)
     assert code == 2 and "already holds a checkpoint" in err
+    code, err = _cli([*TINY, *out, "--resume", "--preset", "default"], capsys)
+    assert code == 2 and "--preset default differs from the checkpoint's tiny" in err
 
 
 @pytest.mark.parametrize("kind", models.KINDS)
