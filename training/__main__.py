@@ -7,7 +7,7 @@ when their command runs, so a broken or missing one fails alone.
 import importlib
 import sys
 
-from training.errors import UserError
+from training.errors import Terminated, UserError
 
 # command -> module that holds its `main(argv)`
 COMMANDS: dict[str, str] = {
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,11 @@ def check_folder_path(path: str | Path, flag: str) -> None:
         raise UserError(f"{flag} {str(path)!r} is a file, not a folder")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `docker stop`, torchrun stopping its other ranks) during training: handled as
+    Ctrl-C is, a checkpoint at the last completed step, then exit code 143 (128 + SIGTERM)."""
+
+
 class NonFiniteLoss(UserError):
     """Training diverged (NaN or infinite loss or gradient); the last good checkpoint is kept."""
 

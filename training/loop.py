@@ -7,14 +7,17 @@ and a resumed run sees the data and noise it would have seen had it never stoppe
 """
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from training.config import (
 )
 from training.data import BUILTIN, ImageDataset, default_channels, make_dataset
 from training.distributed import ShardSampler, World
-from training.errors import NonFiniteLoss, OneLineParser, UserError, check_folder_path
+from training.errors import NonFiniteLoss, OneLineParser, Terminated, UserError, check_folder_path
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -48,17 +51,38 @@ def train(
     """Train (or, with `config.resume`, continue) a model; return the checkpoint folder.
 
     callback(step, logs) runs after every optimizer step (step counts completed steps). A
-    KeyboardInterrupt, from Ctrl-C or from the callback, saves a checkpoint at the last completed step
-    and is raised again. Errors a user can cause raise `UserError`.
+    KeyboardInterrupt, from Ctrl-C, SIGTERM (`Terminated`) or the callback, saves a checkpoint at the
+    last completed step and is raised again. Errors a user can cause raise `UserError`.
     """
     _check(config)
     world, device = distributed.setup(config.device)
     try:
-        folder = _Run(config, world, device, command).run(callback)
+        with _sigterm_interrupts():
+            folder = _Run(config, world, device, command).run(callback)
         distributed.finish(world)
         return folder
     finally:
         distributed.teardown(world)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While training, SIGTERM raises `Terminated` (a KeyboardInterrupt), so it saves a checkpoint as
+    Ctrl-C does instead of losing everything since the last periodic one. Only the main thread may set
+    signal handlers; elsewhere (training called from a worker thread) the default stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check(config: TrainConfig) -> None:

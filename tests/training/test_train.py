@@ -242,8 +242,12 @@ def test_cli_subprocess_error_is_one_line(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [f"error: data path {str(tmp_path / 'nope')!r} does not exist"]
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path: Path) -> None:
-    """SIGINT to a real `python -m training train` process: exit 130, a checkpoint, then --resume."""
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resume_continues(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler stopping the job) to a real `python -m training train`
+    process: exit 130 / 143, a checkpoint at the last completed step, then --resume."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "training", "train", "--model", "vae", "--data", "shapes", *TINY,
             "--log-every", "1", "--out", str(out)]  # fmt: skip
@@ -252,12 +256,12 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path: Path) -> None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(_read_rows(out / "metrics.csv")) < 3:
             time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130 and "Traceback" not in err
+    assert process.returncode == code and "Traceback" not in err
     stopped = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
     assert stopped >= 3
     assert cli([*args[3:], "--steps", str(stopped + 2), "--resume"]) == 0
