@@ -173,8 +173,11 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
     if value is None:
         raise InvalidInput(f"missing field {field!r}", field=field)
     try:
-        a = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
+        a = np.asarray(value)
+        if a.dtype.kind not in "iuf" and a.size:  # booleans, strings, None, ragged lists
+            raise TypeError(f"numpy kind {a.dtype.kind!r}")
+        a = a.astype(np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"{field} must be a (nested) list of numbers of a regular shape", field=field
         ) from exc

@@ -184,6 +184,8 @@ def test_reconstruct_runs_the_fused_graph_and_older_artifacts_without_it_still_s
         ("vqvae", {"tokens": [[0.5] * 4] * 4}, "tokens"),
         ("vae", {"latent": [0.0, 1.0]}, "latent"),
         ("vae", {"latent": [[0.0], [1.0, 2.0]]}, "latent"),
+        ("vae", {"latent": [True, False, True, False]}, "latent"),
+        ("vae", {"latent": ["1", "2", "3", "4"]}, "latent"),
         ("vae", {}, "latent"),
     ],
 )
