@@ -174,9 +174,9 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
         raise InvalidInput(f"missing field {field!r}", field=field)
     try:
         a = np.asarray(value)
-        if a.dtype.kind not in "iuf" and a.size:  # booleans, strings, None, ragged lists
+        if a.dtype.kind in "bUS":  # JSON booleans and strings are not numbers, even "1"
             raise TypeError(f"numpy kind {a.dtype.kind!r}")
-        a = a.astype(np.float64)
+        a = a.astype(np.float64)  # object arrays: integers beyond int64 (range-checked below), None
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"{field} must be a (nested) list of numbers of a regular shape", field=field
