@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     # Access and operations
     api_key: SecretStr | None = Field(
-        default=None, description="Bearer key required on all but health routes."
+        default=None, description="Bearer key required on all routes but health, docs and the playground."
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins (comma-separated); empty = CORS off."
@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     git_revision: str | None = Field(default=None, description="Set at image build; else `git rev-parse`.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """AESERVE_API_KEY= (as docker compose passes an unset variable) means no key, not the key ''."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

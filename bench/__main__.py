@@ -1,6 +1,6 @@
 """`python -m bench <command>`: engine, service, training, coldstart, profile, report, or all of them.
 
-    python -m bench all --artifacts artifacts --out bench/results       # the full run (~12 min, 2 cores)
+    python -m bench all --artifacts artifacts --out bench/results       # the full run (~8 min, 2 cores)
     python -m bench all --artifacts artifacts --out /tmp/smoke --smoke  # seconds: keeps the code working
 
 Each command writes `<out>/<command>.json`; `report` (run last by `all`) writes `<out>/results.md`,

@@ -694,6 +694,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 str(settings.n),
                 "--seed",
                 str(settings.seed),
+                *(["--report", str(args.report)] if args.report is not None else []),
             ]
         )
         write_artifact_metrics(args.artifact, result, report_dir, command, data)

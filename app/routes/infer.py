@@ -432,7 +432,7 @@ async def interpolate_route(
     registry: RegistryDep,
     settings: SettingsDep,
     fit: FitQuery = "center-crop",
-    steps: Annotated[int, Query(ge=2, le=64, description="Frames, both ends included")] = 8,
+    steps: Annotated[int, Query(ge=2, description="Frames, both ends included (<= AESERVE_MAX_STEPS)")] = 8,
     method: Annotated[Literal["lerp", "slerp"], Query(description="Linear or spherical")] = "lerp",
     format: Annotated[
         Literal["png", "gif", "webp", "json"] | None,
@@ -624,7 +624,7 @@ async def traverse_route(
     fit: FitQuery = "center-crop",
     low: Annotated[float, Query(ge=-100, le=100, description="First value of each dimension")] = -3.0,
     high: Annotated[float, Query(ge=-100, le=100, description="Last value of each dimension")] = 3.0,
-    steps: Annotated[int, Query(ge=2, le=64, description="Values per dimension (grid columns)")] = 7,
+    steps: Annotated[int, Query(ge=2, description="Values per dimension (at most AESERVE_MAX_STEPS)")] = 7,
     dims: Annotated[str | None, Query(description="Comma-separated dimensions (default: all)")] = None,
     format: Annotated[Literal["png", "json"] | None, Query(description="png grid, or json")] = None,
 ) -> Response:

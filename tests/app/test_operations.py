@@ -54,6 +54,13 @@ def test_api_key_guards_everything_but_health(tiny_artifacts: Path, make_setting
         )
 
 
+def test_an_empty_api_key_is_no_key(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """docker compose passes `AESERVE_API_KEY: ${AESERVE_API_KEY:-}`: empty must mean off, not the key ''."""
+    with TestClient(create_app(make_settings(tiny_artifacts, api_key=" "))) as c:
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/v1/models", headers={"Authorization": "Bearer anything"}).status_code == 200
+
+
 def test_cors_when_configured(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     with TestClient(create_app(make_settings(tiny_artifacts, cors_origins="http://x.org"))) as c:
         r = c.get("/healthz", headers={"Origin": "http://x.org"})

@@ -94,6 +94,9 @@ def test_rerun_replaces_the_figures_section(
     card = (art / "README.md").read_text()
     assert card.count("## Figures") == 1 and "--seed 1" in card and "--seed 0" not in card
     assert card.index("## How it was made") < card.index("## Figures")
+    # the recorded command reproduces the figures where they went
+    assert _run(["--artifact", str(art), *SMALL, "--report", str(tmp_path / "figs")], capsys)[0] == 0
+    assert f"--report {tmp_path / 'figs'}" in (art / "README.md").read_text()
 
 
 def test_figures_section_is_appended_when_absent_and_keeps_later_sections() -> None:
