@@ -58,11 +58,9 @@ class MAEConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         check_bounds(
             self,
-            positive=(
-                "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
-                "mlp_ratio",
-            ),
-        )  # fmt: skip
+            positive=("embed_dim", "num_heads", "decoder_embed_dim", "decoder_num_heads", "mlp_ratio"),
+            non_negative=("depth", "decoder_depth"),  # 0 blocks: patch embeddings alone, a valid ablation
+        )
         for dim, heads in (
             (self.embed_dim, self.num_heads),
             (self.decoder_embed_dim, self.decoder_num_heads),

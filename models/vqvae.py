@@ -60,9 +60,11 @@ class VQVAEConfig:
             raise ValueError("codebook_size must be >= 2 and code_dim >= 1")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.hidden_channels < 2:  # the first down-conv is hidden_channels // 2 wide
+            raise ValueError(f"hidden_channels must be >= 2, got {self.hidden_channels}")
         check_bounds(
             self,
-            positive=("hidden_channels", "ema_epsilon", "entropy_temperature"),
+            positive=("ema_epsilon", "entropy_temperature"),
             non_negative=(
                 "num_residual_blocks", "commitment", "dead_code_threshold", "kmeans_iters", "entropy_weight",
             ),

@@ -123,6 +123,15 @@ def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (so all ranks stop at the same step)."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_digests(hexdigest: str, world: World, device: torch.device) -> list[str]:
     """Every rank's sha256 hex digest, in rank order (as uint8 tensors: no pickled objects)."""
     if not world.distributed:

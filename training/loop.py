@@ -51,38 +51,52 @@ def train(
     """Train (or, with `config.resume`, continue) a model; return the checkpoint folder.
 
     callback(step, logs) runs after every optimizer step (step counts completed steps). A
-    KeyboardInterrupt, from Ctrl-C, SIGTERM (`Terminated`) or the callback, saves a checkpoint at the
-    last completed step and is raised again. Errors a user can cause raise `UserError`.
+    KeyboardInterrupt, from Ctrl-C, from SIGTERM under `stop_on_sigterm` (`Terminated`) or from the
+    callback, saves a checkpoint at the last completed step and is raised again. Errors a user can cause
+    raise `UserError`.
     """
     _check(config)
     world, device = distributed.setup(config.device)
     try:
-        with _sigterm_interrupts():
-            folder = _Run(config, world, device, command).run(callback)
+        folder = _Run(config, world, device, command).run(callback)
         distributed.finish(world)
         return folder
     finally:
         distributed.teardown(world)
 
 
+class _StopRequest:
+    """The SIGTERM handler of the training commands: it only takes note. The loop acts on it between two
+    steps, at a step every rank agrees on, by raising `Terminated`, which saves a checkpoint as Ctrl-C
+    does. Further SIGTERMs change nothing, so they never cut a save short (SIGKILL stays the hard stop);
+    one during the final validation and save lets the run finish."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+SIGTERM_STOP = _StopRequest()
+
+
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While training, SIGTERM raises `Terminated` (a KeyboardInterrupt), so it saves a checkpoint as
-    Ctrl-C does instead of losing everything since the last periodic one. Only the main thread may set
-    signal handlers; elsewhere (training called from a worker thread) the default stays."""
-    if threading.current_thread() is not threading.main_thread():
+def stop_on_sigterm() -> Iterator[None]:
+    """Route SIGTERM to `SIGTERM_STOP` for the duration, where the process still has Python's default
+    handling (not when it ignores SIGTERM or has its own handler, nor off the main thread)."""
+    SIGTERM_STOP.requested = False
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
-
-    def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, SIGTERM_STOP)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not SIGTERM_STOP.requested:  # once stopping, later SIGTERMs must not end the exit half-way
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _check(config: TrainConfig) -> None:
@@ -201,9 +215,6 @@ class _Run:
         clashes = sorted(k for k, v in self.config.overrides.items() if saved.get(k, object()) != v)
         if clashes:
             raise UserError(f"--resume: model option(s) {', '.join(clashes)} differ from the checkpoint's")
-        preset = (state.get("train_config") or {}).get("preset", self.config.preset)
-        if preset != self.config.preset:
-            raise UserError(f"--resume: --preset {self.config.preset} differs from the checkpoint's {preset}")
         ckpt.load_weights(folder, model)
         return model, model.config, state
 
@@ -338,6 +349,8 @@ class _Run:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.world.is_main:
                     self._save()
                 window_start += time.perf_counter() - paused
+                if distributed.any_rank(SIGTERM_STOP.requested, self.world, self.device):
+                    raise Terminated()
                 if self.step >= self.total_steps:
                     break
 
@@ -542,6 +555,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
     values: dict[str, Any] = {}
     if flags.get("resume") and flags.get("out") and (Path(flags["out"]) / ckpt.CHECKPOINT_DIR).is_dir():
         values = dict(ckpt.read_state(flags["out"]).get("train_config") or {})
+        given, saved = flags.get("preset"), values.get("preset")
+        if given is not None and saved is not None and given != saved:  # the checkpoint's architecture wins
+            raise UserError(f"--resume: --preset {given} differs from the checkpoint's {saved}")
     if "config_file" in flags:
         from_file = read_config_file(flags.pop("config_file"))
         values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),
@@ -562,7 +578,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
 def main(argv: list[str]) -> int:
     """`python -m training train ...`; returns the exit code (errors raise UserError)."""
     config = parse_args(argv)
-    train(config, command=["python", "-m", "training", "train", *argv])
+    with stop_on_sigterm():
+        train(config, command=["python", "-m", "training", "train", *argv])
     return 0
 
 

@@ -218,9 +218,12 @@ def main(argv: list[str]) -> int:
     if args.steps < 1 or args.n < 1 or args.mig_n < 2:
         raise UserError("sweep: --steps and --n must be at least 1, --mig-n at least 2")
     check_folder_path(args.out, "--out")
-    summary = run_sweep(
-        betas, steps=args.steps, out=args.out, preset=args.preset, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, device=args.device, settings=Settings(n=args.n, mig_n=args.mig_n, seed=args.seed),
-    )  # fmt: skip
+    from training.loop import stop_on_sigterm
+
+    with stop_on_sigterm():
+        summary = run_sweep(
+            betas, steps=args.steps, out=args.out, preset=args.preset, batch_size=args.batch_size, lr=args.lr,
+            seed=args.seed, device=args.device, settings=Settings(n=args.n, mig_n=args.mig_n, seed=args.seed),
+        )  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0

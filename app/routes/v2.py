@@ -154,8 +154,9 @@ def _input_array(
     else:
         try:
             parsed = np.asarray(item.get("data"))
-            # JSON integers for integer tensors (0.5 is not a token id), numbers for float ones; no booleans
-            kinds = "iu" if dtype.kind in "iu" else "iuf"
+            # JSON integers for integer tensors (0.5 is not a token id), numbers for float ones (object
+            # arrays: integers beyond int64, converted or refused by astype); no booleans, no strings
+            kinds = "iuO" if dtype.kind in "iu" else "iufO"
             if parsed.dtype.kind not in kinds and parsed.size:
                 raise TypeError(f"JSON values of numpy kind {parsed.dtype.kind!r}")
             array = parsed.astype(dtype)

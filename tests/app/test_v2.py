@@ -165,3 +165,8 @@ def test_errors_follow_the_protocol(client: TestClient) -> None:
         mask = {"name": "mask", "shape": [1, patches], "datatype": "FP32", "data": [value] * patches}
         status, body = infer("mae_reconstruct", [image, mask])
         assert status == code and (code == 200 or "0 (visible patch) or 1" in body["error"]), (value, body)
+    big = {"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [10**20, 0, 0, 0]}  # a JSON integer
+    assert infer("vae_decoder", [big])[0] == 200
+    too_big = {"name": "tokens", "shape": [1, 4, 4], "datatype": "INT64", "data": [2**70] * 16}
+    status, body = infer("vqvae_decoder", [too_big])
+    assert status == 400 and "INT64" in body["error"]

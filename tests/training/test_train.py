@@ -195,8 +195,8 @@ TINY = ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--val-images",
         (["--model", "vae", "--data", "shapes", "--set", "latent_dim=-3"], "latent_dim must be > 0"),
         (["--model", "beta_vae", "--data", "shapes", "--set", "beta=-1"], "beta must be > 0 and finite"),
         (["--model", "mae", "--data", "shapes", "--set", "num_heads=0"], "num_heads must be > 0"),
-        (["--model", "mae", "--data", "shapes", "--set", "depth=-1"], "depth must be > 0"),
-        (["--model", "vqvae", "--data", "shapes", "--set", "hidden_channels=0"], "hidden_channels must be"),
+        (["--model", "mae", "--data", "shapes", "--set", "depth=-1"], "depth must be >= 0"),
+        (["--model", "vqvae", "--data", "shapes", "--set", "hidden_channels=1"], "must be >= 2"),
         (["--model", "vae", "--data", "shapes", "--config", "{binary}"], "is not UTF-8 text"),
         (["--model", "vae", "--data", "shapes", "--out", "{binary}"], "is a file, not a folder"),
         (["--model", "vae", "--data", ""], "data is empty"),
@@ -257,6 +257,10 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resume_continues(
         while time.monotonic() < deadline and len(_read_rows(out / "metrics.csv")) < 3:
             time.sleep(0.2)
         process.send_signal(signum)
+        if signum == signal.SIGTERM:  # schedulers and launchers may signal a process more than once
+            for _ in range(3):
+                time.sleep(0.005)
+                process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
