@@ -92,6 +92,11 @@ class KindAdapter:
         (None when it can): the Open Inference Protocol route's check before ONNX Runtime sees it."""
         return None
 
+    def feeds_problem(self, m: Manifest, feeds: Feeds) -> str | None:
+        """Why these graph inputs, each well formed, hold values the graph was not made for (None when
+        they do not): checked by the Open Inference Protocol route, whose clients build raw tensors."""
+        return None
+
     async def to_latent(self, model: GraphRunner, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -227,6 +232,12 @@ class MAEAdapter(KindAdapter):
     graphs = ("reconstruct", "encoder")
     operations = ("reconstruct", "encode", "inpaint", "score")
     score_mask_ratio: ClassVar[float] = 0.75
+
+    def feeds_problem(self, m: Manifest, feeds: Feeds) -> str | None:
+        mask = feeds.get("mask")
+        if mask is not None and not np.all((mask == 0) | (mask == 1)):
+            return "input 'mask' must hold 0 (visible patch) or 1 (hidden patch) only"
+        return None
 
     def num_patches(self, m: Manifest) -> int:
         return int(m.num_patches or (m.height // self.patch(m)) * (m.width // self.patch(m)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench import targets
 from bench.environment import REPO, describe, read_results, write_result
@@ -67,15 +67,28 @@ def _kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(v.strip() for v in text.split(",") if v.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown kinds {unknown or text!r}; choose from {', '.join(KINDS)}")
+        said = f"unknown kinds {unknown}" if unknown else "no kinds given"
+        raise argparse.ArgumentTypeError(f"{said}; choose from {', '.join(KINDS)}")
     return kinds
 
 
 def _setting(text: str) -> str:
-    """One AESERVE_KEY=VALUE service setting."""
-    key, sep, _ = text.partition("=")
+    """One AESERVE_KEY=VALUE service setting, checked as the service would read it. The model folder and
+    the provider are the benchmark's own flags (--artifacts, --provider), so both sides get them."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    key, sep, value = text.partition("=")
+    field = key.removeprefix("AESERVE_").lower()
     if not sep or not key.startswith("AESERVE_"):
         raise argparse.ArgumentTypeError(f"expected AESERVE_KEY=VALUE, not {text!r}")
+    if field not in Settings.model_fields or field in ("model_dir", "providers"):
+        raise argparse.ArgumentTypeError(f"{key} is not a service setting --server-env can change")
+    try:
+        Settings(**{field: value})
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{key}={value!r}: {exc.errors()[0]['msg']}") from None
     return text
 
 
@@ -224,15 +237,15 @@ def _folders(args: argparse.Namespace) -> list[Path]:
 
     found = artifact_folders(args.artifacts)
     if not found:
-        raise SystemExit(f"error: no artifact folders (<name>/manifest.json) in {args.artifacts}")
+        _fail(f"no artifact folders (<name>/manifest.json) in {args.artifacts}")
     for folder in found:
         try:
             read_manifest(folder)
         except ManifestError as exc:
-            raise SystemExit(f"error: artifact {folder}: {exc}") from None
+            _fail(f"artifact {folder}: {exc}")
     if args.command in ("service", "profile", "all") and args.model not in {f.name for f in found}:
         names = ", ".join(f.name for f in found)
-        raise SystemExit(f"error: --model {args.model!r} is not in {args.artifacts} (it has {names})")
+        _fail(f"--model {args.model!r} is not in {args.artifacts} (it has {names})")
     return found
 
 
@@ -325,11 +338,17 @@ def cmd_report(args: argparse.Namespace) -> Path:
 
     results = read_results(args.out)
     if not results:
-        raise SystemExit(f"error: no benchmark results (<section>.json) in {args.out}")
+        _fail(f"no benchmark results (<section>.json) in {args.out}")
     path = write_report(results, args.out, args.doc)
     for line in targets.lines(targets.evaluate(results)):
         print(line)
     return path
+
+
+def _fail(message: str) -> NoReturn:
+    """A user's mistake: one line on stderr and exit code 2, as argparse and `python -m training` do."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _say(message: str) -> None:

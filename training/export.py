@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -36,6 +36,9 @@ from torch import Tensor, nn
 from models import MAE, VAE, VQVAE
 from training.checkpoint import MODEL_FILE, load_model, resolve_checkpoint
 from training.errors import OneLineParser, UserError
+
+if TYPE_CHECKING:
+    from training.triton import TritonOptions
 
 FORMAT_VERSION = 1
 OPSET = 17
@@ -664,7 +667,7 @@ def main(argv: list[str]) -> int:
         return _write_triton(artifact, args)
 
 
-def _triton_options(args: argparse.Namespace) -> Any:
+def _triton_options(args: argparse.Namespace) -> TritonOptions:
     from training.triton import TritonOptions
 
     return TritonOptions(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.errors import UserError
+from training.errors import UserError, check_folder_path
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 # onnxruntime_backend's older numbering of the cuDNN convolution search: 0 exhaustive, 1 heuristic, 2 default
@@ -121,13 +121,12 @@ def write_model_repository(
     Models already in `out_dir` under other names are left alone; ours are replaced whole (each is built in
     a temporary folder and renamed into place).
     """
-    options = options or TritonOptions()
-    artifact, out_dir = Path(artifact), Path(out_dir)
     from training.backends import read_manifest
 
+    options = options or TritonOptions()
+    artifact, out_dir = Path(artifact), Path(out_dir)
     manifest = read_manifest(artifact)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--triton {out_dir} is a file, not a folder")
+    check_folder_path(out_dir, "--triton")
     out_dir.mkdir(parents=True, exist_ok=True)
     models = []
     for graph_name, graph in manifest["graphs"].items():

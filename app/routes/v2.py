@@ -181,16 +181,6 @@ def _check_tokens(registry: Registry, g: Graph, feeds: dict[str, np.ndarray]) ->
             raise InvalidInput(f"input {name!r} holds token ids outside [0, {k})")
 
 
-def _check_mask(registry: Registry, g: Graph, feeds: dict[str, np.ndarray]) -> None:
-    """An MAE's patch mask holds 0 (visible) or 1 (hidden) per patch; other values would mix the two."""
-    model = registry.models.get(g.model)
-    mask = feeds.get("mask")
-    if model is None or model.manifest is None or model.manifest.kind != "mae" or mask is None:
-        return
-    if not np.all((mask == 0) | (mask == 1)):
-        raise InvalidInput("input 'mask' must hold 0 (visible patch) or 1 (hidden patch) only")
-
-
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -322,7 +312,11 @@ async def infer(graph: str, request: Request, registry: RegistryDep, settings: S
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
     _check_tokens(registry, g, feeds)
-    _check_mask(registry, g, feeds)
+    model = registry.models.get(g.model)
+    if model is not None and model.manifest is not None and model.adapter is not None:
+        problem = model.adapter.feeds_problem(model.manifest, feeds)
+        if problem is not None:
+            raise InvalidInput(problem)
     outputs = await g.batcher.submit(feeds)
     return _response(g, doc, outputs)
 

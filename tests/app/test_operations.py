@@ -56,9 +56,21 @@ def test_api_key_guards_everything_but_health(tiny_artifacts: Path, make_setting
 
 def test_an_empty_api_key_is_no_key(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     """docker compose passes `AESERVE_API_KEY: ${AESERVE_API_KEY:-}`: empty must mean off, not the key ''."""
-    with TestClient(create_app(make_settings(tiny_artifacts, api_key=" "))) as c:
-        assert c.get("/v1/models").status_code == 200
-        assert c.get("/v1/models", headers={"Authorization": "Bearer anything"}).status_code == 200
+    for empty in ("", " "):
+        with TestClient(create_app(make_settings(tiny_artifacts, api_key=empty))) as c:
+            assert c.get("/v1/models").status_code == 200
+            assert c.get("/v1/models", headers={"Authorization": "Bearer anything"}).status_code == 200
+
+
+def test_steps_follow_the_max_steps_setting(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """AESERVE_MAX_STEPS is the one cap on interpolation and traversal steps, above 64 too."""
+    with TestClient(create_app(make_settings(tiny_artifacts, max_steps=80))) as c:
+        z = [0.0] * c.get("/v1/models/vae").json()["latent"]["shape"][0]
+        body = {"start": z, "end": [1.0] * len(z)}
+        frames = c.post("/v1/models/vae/interpolate?steps=80&format=json", json=body).json()["frames"]
+        assert len(frames) == 80
+        r = c.post("/v1/models/vae/interpolate?steps=81", json=body)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "steps"
 
 
 def test_cors_when_configured(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]

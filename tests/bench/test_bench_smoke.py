@@ -278,6 +278,10 @@ def test_engine_reference_runs_with_the_services_extra_settings(tiny_artifacts: 
         (["service", "--model", "nosuch", "--artifacts", "{tiny}"], "--model 'nosuch' is not in"),
         (["report", "--out", "{empty}"], "no benchmark results"),
         (["engine", "--artifacts", "{broken}"], "lacks or mistypes a field"),
+        (["service", "--server-env", "AESERVE_MAX_BATCH_SIZE=many"], "AESERVE_MAX_BATCH_SIZE='many'"),
+        (["service", "--server-env", "AESERVE_MAX_BATCH=8"], "is not a service setting"),
+        (["service", "--server-env", "AESERVE_PROVIDERS=cuda"], "is not a service setting"),
+        (["training", "--kinds", ","], "no kinds given"),
     ],
 )  # fmt: skip
 def test_bad_arguments_end_in_one_line(
@@ -294,5 +298,13 @@ def test_bad_arguments_end_in_one_line(
     names = {"tiny": tiny_artifacts, "empty": tmp_path / "empty", "broken": broken.parent}
     with pytest.raises(SystemExit) as exited:
         main([a.format(**names) for a in argv])
-    said = str(exited.value.code) if isinstance(exited.value.code, str) else capsys.readouterr().err
-    assert exited.value.code != 0 and message in said and "Traceback" not in said
+    said = capsys.readouterr().err
+    assert exited.value.code == 2 and message in said and "Traceback" not in said
+
+
+def test_bench_presets_are_the_models_presets() -> None:
+    """bench names the presets without importing torch; they must stay the models' own."""
+    import models
+    from bench.__main__ import PRESETS
+
+    assert PRESETS == models.PRESET_NAMES
