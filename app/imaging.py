@@ -10,11 +10,14 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# MPO: the multi-picture JPEG many phones and cameras write (served as image/jpeg; its first picture).
+FORMATS = {
+    "PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
+}  # fmt: skip
 IMAGE_CONTENT_TYPES = frozenset({*FORMATS.values(), "image/jpg"})
 FIT_MODES = ("center-crop", "resize", "pad", "none")
 DEFAULT_FIT = "center-crop"
@@ -47,7 +50,7 @@ def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.I
         raise PayloadTooLarge(
             f"{field} exceeds the pixel limit of {max_pixels} ({exc})", field=field
         ) from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:  # Pillow's parsers raise more than OSError on corrupt headers (ValueError, ...)
         raise InvalidInput(f"{field} is not a decodable image", field=field) from exc
     if opened.format not in FORMATS:
         raise UnsupportedMediaType(
@@ -72,7 +75,7 @@ def decode(data: bytes | Image.Image, *, max_pixels: int, field: str = "image") 
             img = next(iter(ImageSequence.Iterator(opened))).copy()
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the common unrotated image
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # a cut animation raises IndexError or struct.error, not only OSError
         raise InvalidInput(f"{field} is a truncated or corrupt {opened.format}", field=field) from exc
     return img
 

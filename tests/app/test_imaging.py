@@ -103,6 +103,46 @@ def test_unsupported_and_undecodable() -> None:
         imaging.decode(b"not an image", max_pixels=100)
 
 
+def _animation() -> bytes:
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (80, 80), (0, 255, 0)), Image.new("RGB", (80, 80), (255, 0, 255))]
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return out.getvalue()
+
+
+def _png_with(offset: int, patch: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PNG")
+    data = bytearray(out.getvalue())
+    data[offset : offset + len(patch)] = patch
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _animation()[:196],  # cut inside the second frame: IndexError inside Pillow
+        _animation()[:204],  # a few bytes later: struct.error
+        _png_with(8, b"\0\0\0\0"),  # IHDR length 0: ValueError from the header parser
+        _png_with(33, b"\0\0\0\0"),  # IDAT length 0: SyntaxError
+    ],
+)
+def test_corrupt_files_are_invalid_input_never_a_crash(data: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        imaging.load_fitted(data, height=8, width=8, channels=3, mode="center-crop", max_pixels=1 << 20)
+
+
+def test_a_multi_picture_camera_jpeg_is_a_jpeg() -> None:
+    out = io.BytesIO()
+    first, second = Image.new("RGB", (12, 8), (200, 10, 10)), Image.new("RGB", (12, 8), (10, 10, 200))
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+    fitted = imaging.load_fitted(
+        out.getvalue(), height=8, width=8, channels=3, mode="center-crop", max_pixels=1 << 20
+    )
+    assert fitted.array[0].mean() > 0.6 and fitted.array[2].mean() < 0.2  # the first picture, red
+
+
 def test_open_image_reads_and_checks_the_header_only(monkeypatch: pytest.MonkeyPatch) -> None:
     decoded: list[object] = []
     real_load = ImageFile.ImageFile.load

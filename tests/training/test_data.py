@@ -122,6 +122,38 @@ def test_folder_gray_becomes_rgb_and_back(image_folder: Path) -> None:
             assert gray[i].shape == (1, 64, 64)
 
 
+def test_folder_reads_awkward_files_as_the_service_does(tmp_path: Path) -> None:
+    """Transparency, EXIF rotation and 16-bit gray become the same pixels in training as in an upload
+    to the service (app.imaging), and a PNG corrupt enough to make Pillow raise SyntaxError is skipped."""
+    import io
+
+    from app import imaging
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 255, (40, 60, 4), dtype=np.uint8)
+    rgba[:, :30, 3] = 0  # half transparent: white in both, not the colour stored under it
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees
+    turned = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    Image.fromarray(turned).save(tmp_path / "turned.jpg", exif=exif)
+    Image.fromarray(rng.integers(0, 65535, (32, 48), dtype=np.uint16)).save(tmp_path / "deep.png")
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(good, "PNG")
+    broken = bytearray(good.getvalue())
+    broken[33:37] = b"\0\0\0\0"  # the IDAT chunk's length
+    (tmp_path / "idat.png").write_bytes(bytes(broken))
+    data = make_dataset(tmp_path, "train", image_size=16)
+    both = data.files + make_dataset(tmp_path, "val", image_size=16).files
+    assert {p.name for p in both} == {"alpha.png", "turned.jpg", "deep.png"}
+    assert [p.name for p in data.skipped] == ["idat.png"]
+    for i, path in enumerate(data.files):
+        served = imaging.load_fitted(
+            path.read_bytes(), height=16, width=16, channels=3, mode="center-crop", max_pixels=1 << 20
+        )
+        assert np.array_equal(data[i].numpy(), served.array), path.name
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "only_broken"])
 def test_folder_errors(tmp_path: Path, case: str) -> None:
     path = tmp_path / "data"

@@ -1,9 +1,9 @@
 """A folder of the user's own images (PNG, JPEG, WebP; searched recursively).
 
-Every image is decoded once when the data set is built, converted to RGB, resized so its shorter side
-is image_size and centre-cropped, and kept as uint8 (12 KB per image at 64 x 64, so 10,000 images
-take about 120 MB). Decoding up front is what lets an unreadable file be skipped and counted before
-training starts instead of failing half-way through an epoch.
+Every image is decoded once when the data set is built, converted to RGB as the service converts
+uploads (app.imaging), resized so its shorter side is image_size and centre-cropped, and kept as uint8
+(12 KB per image at 64 x 64, so 10,000 images take about 120 MB). Decoding up front is what lets an
+unreadable file be skipped and counted before training starts instead of failing half-way through an epoch.
 
 Split (over the readable files): files are ordered by a CRC32 of their path relative to the folder
 and the first 5 % (at least one, when there are two or more) are validation; adding files moves few
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from app import imaging
 from training.data.convert import to_tensor
 from training.errors import UserError
 
@@ -45,21 +46,15 @@ def find_images(root: Path) -> list[Path]:
 
 
 def load_image(path: Path, image_size: int) -> np.ndarray:
-    """Decode `path` as RGB, resize its shorter side to image_size, centre-crop: uint8 [S, S, 3]."""
+    """Decode `path` (first frame) as the service does: EXIF orientation applied, 16-bit gray scaled,
+    transparency composited on white, then the short side resized to image_size and centre-cropped
+    (app.imaging's conversion and fit=center-crop, so a model sees the same pixels in training and
+    when served). uint8 [S, S, 3]."""
     with Image.open(path) as image:
         image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            # 16-bit / float gray: PIL's convert("RGB") would clip, so rescale to 8 bits first.
-            array = np.asarray(image, dtype=np.float64)
-            peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-            rgb = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
-        else:
-            rgb = image.convert("RGB")
-    width, height = rgb.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    size = (image_size, image_size)
-    return np.asarray(rgb.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
+        upright = ImageOps.exif_transpose(image)
+        rgb = imaging.to_channels(upright, 3)
+    return np.asarray(imaging.fit(rgb, image_size, image_size, "center-crop"))
 
 
 class FolderDataset(Dataset[torch.Tensor]):
@@ -104,7 +99,7 @@ def _decode_folder(
         try:
             arrays.append(load_image(path, image_size))
             readable.append(path)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        except Exception as exc:  # Pillow raises SyntaxError, struct.error, ... on corrupt files
             log.warning("skipping unreadable image %s: %s", path, exc)
             skipped.append(path)
     if skipped:
