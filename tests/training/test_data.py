@@ -1,6 +1,7 @@
 """Data sets: procedural shapes, scikit-image photo crops, a user's folder."""
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,9 @@ def image_folder(tmp_path: Path) -> Path:
     Image.fromarray(rng.integers(0, 255, (50, 40, 3), dtype=np.uint8)).save(tmp_path / "a" / "pic.webp")
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden: a notebook's copies, left out
+    shutil.copy(tmp_path / "rgb.png", tmp_path / ".ipynb_checkpoints" / "rgb-checkpoint.png")
+    shutil.copy(tmp_path / "rgb.png", tmp_path / "a" / ".rgb.png")
     return tmp_path
 
 

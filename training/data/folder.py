@@ -31,13 +31,22 @@ log = logging.getLogger(__name__)
 
 
 def find_images(root: Path) -> list[Path]:
-    """Image files under `root` by extension (case-insensitive), sorted; raises UserError for a bad path."""
+    """Image files under `root` by extension (case-insensitive), sorted; raises UserError for a bad path.
+
+    Hidden files and folders (a name starting with ".") are left out: `.ipynb_checkpoints/` and the
+    like hold copies of the real images, which would otherwise be trained on twice."""
     if not root.exists():
         raise UserError(f"data path {str(root)!r} does not exist")
     if not root.is_dir():
         raise UserError(f"data path {str(root)!r} is not a folder (expected shapes, photos or a folder)")
     try:
-        files = [p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()]
+        files = [
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            and p.is_file()
+        ]
     except PermissionError as exc:
         raise UserError(f"cannot read data folder {str(root)!r}: {exc.strerror}") from exc
     if not files:
