@@ -69,6 +69,12 @@ def decode(data: bytes | Image.Image, *, max_pixels: int, field: str = "image") 
     """Decode PNG/JPEG/WebP/GIF (first frame) bytes, or an image from `open_image`; EXIF orientation
     applied."""
     opened = data if isinstance(data, Image.Image) else open_image(data, max_pixels=max_pixels, field=field)
+    return upright(opened, field=field)
+
+
+def upright(opened: Image.Image, *, field: str = "image") -> Image.Image:
+    """An opened image's first frame, decoded, with its EXIF orientation applied (also what training on
+    a folder reads its files with, so both see the same pixels)."""
     try:
         img: Image.Image = opened
         if getattr(opened, "is_animated", False):

@@ -18,7 +18,7 @@ from app import version
 from app.deps import RegistryDep, SettingsDep, require_api_key
 from app.errors import InvalidInput, NotReady, PayloadTooLarge, error_responses
 from app.manifest import TensorSpec
-from app.registry import Graph, Registry
+from app.registry import Graph, Model
 from app.settings import Settings
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
@@ -96,13 +96,13 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def _check_size(registry: Registry, g: Graph, spec: TensorSpec, shape: list[int], settings: Settings) -> None:
-    """The request limits, from the shape alone (before any tensor is built or run)."""
+def _check_size(model: Model | None, spec: TensorSpec, shape: list[int], settings: Settings) -> None:
+    """The request limits and the sides the graph can run, from the shape alone (before any tensor is
+    built or run)."""
     if shape[0] > settings.max_images:
         raise PayloadTooLarge(
             f"input {spec.name!r} has a batch of {shape[0]}; the limit is {settings.max_images}"
         )
-    model = registry.models.get(g.model)
     if model is not None and model.manifest is not None and model.adapter is not None:
         problem = model.adapter.spatial_problem(model.manifest, spec.name, shape)
         if problem is not None:
@@ -169,16 +169,22 @@ def _input_array(
     return array.reshape(shape).astype(dtype), offset
 
 
-def _check_tokens(registry: Registry, g: Graph, feeds: dict[str, np.ndarray]) -> None:
-    """Token ids (the INT64 inputs of a model with a codebook) must lie in [0, K): out of range, the
-    graph's codebook lookup would fail inside ONNX Runtime, a client's error reported as a server's."""
-    model = registry.models.get(g.model)
-    if model is None or model.codebook is None:
+def _check_values(model: Model | None, feeds: dict[str, np.ndarray]) -> None:
+    """Values a well-formed tensor may still not hold. Token ids (the INT64 inputs of a model with a
+    codebook) must lie in [0, K): out of range, the graph's codebook lookup would fail inside ONNX
+    Runtime, a client's error reported as a server's. Then whatever the kind's adapter refuses
+    (`feeds_problem`: an MAE mask other than 0 and 1)."""
+    if model is None:
         return
-    k = len(model.codebook)
-    for name, array in feeds.items():
-        if array.dtype == np.int64 and array.size and (array.min() < 0 or array.max() >= k):
-            raise InvalidInput(f"input {name!r} holds token ids outside [0, {k})")
+    if model.codebook is not None:
+        k = len(model.codebook)
+        for name, array in feeds.items():
+            if array.dtype == np.int64 and array.size and (array.min() < 0 or array.max() >= k):
+                raise InvalidInput(f"input {name!r} holds token ids outside [0, {k})")
+    if model.manifest is not None and model.adapter is not None:
+        problem = model.adapter.feeds_problem(model.manifest, feeds)
+        if problem is not None:
+            raise InvalidInput(problem)
 
 
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -303,20 +309,16 @@ async def infer(graph: str, request: Request, registry: RegistryDep, settings: S
         raise InvalidInput(f"{graph} takes inputs {sorted(specs)}; unknown {unknown}, missing {missing}")
     feeds: dict[str, np.ndarray] = {}
     offset = 0
+    model = registry.models.get(g.model)
 
     def check(spec: TensorSpec, shape: list[int]) -> None:
-        _check_size(registry, g, spec, shape, settings)
+        _check_size(model, spec, shape, settings)
 
     for item in doc["inputs"]:  # binary chunks follow the order of the inputs
         feeds[item["name"]], offset = _input_array(item, specs[item["name"]], binary, offset, check)
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
-    _check_tokens(registry, g, feeds)
-    model = registry.models.get(g.model)
-    if model is not None and model.manifest is not None and model.adapter is not None:
-        problem = model.adapter.feeds_problem(model.manifest, feeds)
-        if problem is not None:
-            raise InvalidInput(problem)
+    _check_values(model, feeds)
     outputs = await g.batcher.submit(feeds)
     return _response(g, doc, outputs)
 

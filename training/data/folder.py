@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from app import imaging
@@ -60,9 +60,7 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     (app.imaging's conversion and fit=center-crop, so a model sees the same pixels in training and
     when served). uint8 [S, S, 3]."""
     with Image.open(path) as image:
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        rgb = imaging.to_channels(upright, 3)
+        rgb = imaging.to_channels(imaging.upright(image, field=str(path)), 3)
     return np.asarray(imaging.fit(rgb, image_size, image_size, "center-crop"))
 
 
