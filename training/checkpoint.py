@@ -104,13 +104,66 @@ def load_weights(folder: Path, model: nn.Module) -> None:
     """Load model.safetensors from the checkpoint `folder` into `model` (strict: every name must match)."""
     try:
         tensors = load_file(str(folder / MODEL_FILE))
+    except (OSError, SafetensorError) as exc:
+        raise UserError(
+            f"cannot load weights from {folder / MODEL_FILE}: {str(exc).splitlines()[0]}"
+        ) from exc
+    load_tensors(tensors, model, str(folder / MODEL_FILE))
+
+
+def load_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
+    """model.load_state_dict(tensors), strict; a UserError naming `source` and the first problem."""
+    try:
         model.load_state_dict(tensors, strict=True)
-    except (OSError, SafetensorError, RuntimeError) as exc:
+    except RuntimeError as exc:
         # torch's message is a header line ending in ':' and then one line per problem; keep the first
         # line that names one (a missing key, or a shape that differs).
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         detail = next((line for line in lines if not line.endswith(":")), lines[0] if lines else "")
-        raise UserError(f"cannot load weights from {folder / MODEL_FILE}: {detail}") from exc
+        raise UserError(f"cannot load weights from {source}: {detail}") from exc
+
+
+def artifact_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The weights of the exported artifact at `path`, for `--init-from`: (state, tensors).
+
+    `state` holds the checkpoint fields a warm start reads (kind, model_config). The tensors are the
+    graphs' initializers under the model's own names. Only a model whose every weight is stored under its
+    own name can be rebuilt this way: the VAE and the beta-VAE. The exporter folds some of the VQ-VAE's
+    and the MAE's weights into other tensors (transposed matrices, the codebook's squared norms) and the
+    VQ-VAE's EMA statistics are not in the graphs at all; for those the error says to use the run's
+    checkpoint.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from training.backends import read_manifest
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    kind, model_config = manifest["kind"], manifest["training"]["model"]
+    model = build_from_state({"kind": kind, "model_config": model_config})
+    expected = model.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        for graph in manifest["graphs"].values():
+            proto = onnx.load(str(folder / graph["file"]), load_external_data=False)
+            onnx.load_external_data_for_model(proto, str(folder))
+            for init in proto.graph.initializer:
+                name = init.name.removeprefix("model.")
+                if name in expected and name not in tensors:
+                    tensors[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        raise UserError(f"cannot read the weights of artifact {folder}: {exc}") from exc
+    if model_config.get("likelihood") == "bernoulli":  # the Gaussian's scale: in no graph and no loss
+        tensors.setdefault("log_sigma", expected["log_sigma"])
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UserError(
+            f"artifact {folder}: its {kind} graphs do not hold every weight under the model's names "
+            f"(missing {shown}); start from the run's checkpoint instead"
+        )
+    return {"kind": kind, "model_config": model_config}, tensors
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -222,26 +222,37 @@ class _Run:
         """The checkpoint folder at `path` and its state, which must be of the kind being trained."""
         folder = ckpt.resolve_checkpoint(path)
         state = ckpt.read_state(folder)
-        if state["kind"] != self.config.model:
-            raise UserError(
-                f"{flag}: {path} holds a {state['kind']} checkpoint, not the --model {self.config.model}"
-            )
+        self._check_kind(flag, path, state)
         return folder, state
 
+    def _check_kind(self, flag: str, path: str | Path, state: dict[str, Any], what: str = "checkpoint"):
+        kind = state["kind"]
+        if kind != self.config.model:
+            raise UserError(f"{flag}: {path} holds a {kind} {what}, not the --model {self.config.model}")
+
     def _warm_start(self, source: str) -> tuple[nn.Module, Any]:
-        """A model with the weights of the checkpoint at `source`, its config changed by the overrides.
+        """A model with the weights of the checkpoint (or artifact) at `source`, its config changed by the
+        overrides.
 
         The run itself is new (step 0, fresh optimizer and schedule): fine-tuning a trained model, on
         other data or with another loss weight such as beta. The architecture must stay the same.
         """
-        folder, state = self._checkpoint("--init-from", source)
+        if (Path(source) / "manifest.json").is_file():
+            state, tensors = ckpt.artifact_weights(source)
+            self._check_kind("--init-from", source, state, "artifact")
+        else:
+            folder, state = self._checkpoint("--init-from", source)
+            tensors = None
         values = {**state["model_config"], **self.config.overrides}
         try:
             model_config = models.config_from_dict(self.config.model, values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"model option: {exc}") from exc
         model = models.build_model(self.config.model, model_config)
-        ckpt.load_weights(folder, model)
+        if tensors is None:
+            ckpt.load_weights(folder, model)
+        else:
+            ckpt.load_tensors(tensors, model, f"artifact {source}")
         return model, model_config
 
     def _make_data(self) -> None:
@@ -529,8 +540,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", help="run folder (default runs/run)")
     add("--resume", action="store_true", help="continue from the checkpoint in --out")
     add("--init-from", metavar="CHECKPOINT",
-        help="start from this checkpoint's weights (same kind and architecture; --set may change e.g. "
-             "beta), with a fresh optimizer and schedule")
+        help="start from this checkpoint's weights, or a VAE or beta-VAE artifact's (same kind and "
+             "architecture; --set may change e.g. beta), with a fresh optimizer and schedule")
     add("--val-every", type=int, help="steps between validations, 0 = only at the end (default 500)")
     add("--val-images", type=int, help="validation images per validation (default 2048)")
     add("--checkpoint-every", type=int, help="steps between checkpoints, 0 = only at the end (default 1000)")

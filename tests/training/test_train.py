@@ -165,6 +165,36 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         parse_args(["--model", "vae", "--config", str(tmp_path / "b.json")])
 
 
+def test_init_from_an_artifact_starts_from_its_weights(
+    tiny_checkpoints: dict[str, Path],
+    tiny_artifacts: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bundled VAE or beta-VAE can be fine-tuned from its artifact alone (the graphs hold its weights)."""
+    source = tiny_artifacts / "beta_vae"
+    seen: list[int] = []
+
+    def stop_at_once(step: int, logs: dict[str, float]) -> None:
+        seen.append(step)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        config = tiny(tmp_path / "tuned", model="beta_vae", init_from=str(source), lr=1e-9, warmup_steps=0)
+        train(config, callback=stop_at_once)
+    tuned, state = load_model(tmp_path / "tuned")
+    trained, trained_state = load_model(tiny_checkpoints["beta_vae"])
+    assert seen == [1] and state["model_config"] == trained_state["model_config"]
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(tuned.state_dict()[name], value, atol=1e-6, rtol=0)
+
+    out = ["--out", str(tmp_path / "bad")]
+    code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(source)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds a beta_vae artifact" in err
+    code, err = _cli([*TINY, *out, "--model", "vqvae", "--init-from", str(tiny_artifacts / "vqvae")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "start from the run's checkpoint instead" in err
+
+
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = cli(["train", *argv])
     return code, capsys.readouterr().err
