@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,6 +14,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.imaging import IMAGE_CONTENT_TYPES
+
+
+def json_numbers(value: Any) -> np.ndarray:
+    """A JSON value that must be a (nested) list of numbers, as a numpy array of numpy's choosing (object
+    for integers beyond int64, which the caller converts or refuses).
+
+    Raises TypeError for JSON booleans or strings anywhere in it, even "1": numpy alone would turn
+    [0.5, true] into [0.5, 1.0]. Ragged lists raise ValueError, as numpy does.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind in "bUS" or _holds_bool(value):
+        raise TypeError(f"JSON booleans or strings (numpy kind {array.dtype.kind!r})")
+    return array
+
+
+def _holds_bool(value: Any) -> bool:
+    lists = [value] if isinstance(value, list) else []
+    while lists:
+        items = lists.pop()
+        types = set(map(type, items))  # one pass in C over a flat list, the usual case
+        if bool in types:
+            return True
+        if list in types:
+            lists.extend(item for item in items if isinstance(item, list))
+    return False
 
 
 class BodyLimitMiddleware:

@@ -36,7 +36,7 @@ from app.operations import (
 )
 from app.registry import Model
 from app.settings import Settings
-from app.uploads import Upload, read_upload
+from app.uploads import Upload, json_numbers, read_upload
 
 router = APIRouter(
     prefix="/v1/models/{name}",
@@ -173,10 +173,8 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
     if value is None:
         raise InvalidInput(f"missing field {field!r}", field=field)
     try:
-        a = np.asarray(value)
-        if a.dtype.kind in "bUS":  # JSON booleans and strings are not numbers, even "1"
-            raise TypeError(f"numpy kind {a.dtype.kind!r}")
-        a = a.astype(np.float64)  # object arrays: integers beyond int64 (range-checked below), None
+        # object arrays (integers beyond int64, range-checked below; None) become float64 or fail here
+        a = json_numbers(value).astype(np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"{field} must be a (nested) list of numbers of a regular shape", field=field

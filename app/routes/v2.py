@@ -20,6 +20,7 @@ from app.errors import InvalidInput, NotReady, PayloadTooLarge, error_responses
 from app.manifest import TensorSpec
 from app.registry import Graph, Model
 from app.settings import Settings
+from app.uploads import json_numbers
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
@@ -153,11 +154,10 @@ def _input_array(
         offset += size
     else:
         try:
-            parsed = np.asarray(item.get("data"))
+            parsed = json_numbers(item.get("data"))  # no booleans, no strings
             # JSON integers for integer tensors (0.5 is not a token id), numbers for float ones (object
-            # arrays: integers beyond int64, converted or refused by astype); no booleans, no strings
-            kinds = "iuO" if dtype.kind in "iu" else "iufO"
-            if parsed.dtype.kind not in kinds and parsed.size:
+            # arrays: integers beyond int64, converted or refused by astype)
+            if dtype.kind in "iu" and parsed.dtype.kind == "f" and parsed.size:
                 raise TypeError(f"JSON values of numpy kind {parsed.dtype.kind!r}")
             array = parsed.astype(dtype)
         except (TypeError, ValueError, OverflowError) as exc:

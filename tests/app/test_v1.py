@@ -186,6 +186,8 @@ def test_reconstruct_runs_the_fused_graph_and_older_artifacts_without_it_still_s
         ("vae", {"latent": [[0.0], [1.0, 2.0]]}, "latent"),
         ("vae", {"latent": [True, False, True, False]}, "latent"),
         ("vae", {"latent": ["1", "2", "3", "4"]}, "latent"),
+        ("vae", {"latent": [0.5, 1.0, 2.0, True]}, "latent"),  # numpy alone would read true as 1.0
+        ("vqvae", {"tokens": [[1, 2, 3, 4]] * 3 + [[1, 2, 3, False]]}, "tokens"),
         ("vae", {}, "latent"),
     ],
 )

@@ -143,13 +143,18 @@ def test_errors_follow_the_protocol(client: TestClient) -> None:
         "vqvae_encoder", [{"name": "image", "shape": [1, 3, 4, 8], "datatype": "FP32", "data": [0.0] * 96}]
     )
     assert status == 200 and body["outputs"][1]["shape"] == [1, 1, 2]
-    for data in ([0.5] * 16, [True] * 16, ["1"] * 16):  # token ids are JSON integers
+    for data in ([0.5] * 16, [True] * 16, ["1"] * 16, [1] * 15 + [True]):  # token ids are JSON integers
         status, body = infer(
             "vqvae_decoder", [{"name": "tokens", "shape": [1, 4, 4], "datatype": "INT64", "data": data}]
         )
         assert status == 400 and "INT64" in body["error"], data
     status, body = infer(
         "vae_decoder", [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [True] * 4}]
+    )
+    assert status == 400 and "FP32" in body["error"]
+    status, body = infer(
+        "vae_decoder",
+        [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [[0.5, 1.0], [2, False]]}],
     )
     assert status == 400 and "FP32" in body["error"]
     mae = client.get("/v2/models/mae_reconstruct").json()["inputs"]
