@@ -259,6 +259,9 @@ class _Run:
         cfg, mc = self.config, self.model_config
         kwargs = dict(image_size=mc.image_size, channels=mc.channels, seed=cfg.seed, length=cfg.epoch_crops)
         self.train_data: ImageDataset = make_dataset(cfg.data, "train", **kwargs)
+        # a folder's unreadable files, relative to it: warned about as they are found, kept in state.json
+        skipped, root = getattr(self.train_data, "skipped", []), getattr(self.train_data, "root", None)
+        self.data_skipped = [Path(p).relative_to(root).as_posix() for p in skipped]
         val_data = make_dataset(cfg.data, "val", **kwargs)
         n_val = min(len(val_data), cfg.val_images) if cfg.val_images else len(val_data)
         picked = np.linspace(0, len(val_data) - 1, n_val).round().astype(int)  # evenly spaced, fixed
@@ -430,6 +433,7 @@ class _Run:
             "model_config": dataclasses.asdict(self.model_config),
             "train_config": cfg.to_dict(),
             "data": self.data_spec,
+            "data_skipped": self.data_skipped,
             "step": self.step,
             "epoch": self.step / self.steps_per_epoch,
             "seed": cfg.seed,
@@ -454,7 +458,8 @@ class _Run:
         cfg, n = self.config, sum(p.numel() for p in self.model.parameters())
         start = f"resuming at step {self.step}" if self.step else "starting"
         return (
-            f"{start}: {cfg.model} ({n:,} parameters) on {cfg.data} ({len(self.train_data):,} train images), "
+            f"{start}: {cfg.model} ({n:,} parameters) on {cfg.data} ({len(self.train_data):,} train images"
+            f"{f', {len(self.data_skipped)} unreadable file(s) skipped' if self.data_skipped else ''}), "
             f"{self.total_steps} steps of {cfg.batch_size} x {self.world.size} on {self.device}"
             f"{' with bf16 autocast' if self.amp else ''}; run folder {self.out}"
         )

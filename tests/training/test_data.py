@@ -116,6 +116,21 @@ def test_folder_recursive_with_skips(image_folder: Path, caplog: pytest.LogCaptu
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
 
 
+def test_folder_follows_links_once_and_counts_dangling_ones(image_folder: Path, tmp_path_factory) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    shutil.copytree(image_folder / "a" / "b", elsewhere / "more")
+    (elsewhere / "more" / "gray.png").rename(elsewhere / "more" / "linked.png")
+    (image_folder / "more").symlink_to(elsewhere / "more")  # a folder of images kept elsewhere
+    (image_folder / "same").symlink_to(elsewhere / "more")  # the same folder again: counted once
+    (image_folder / "a" / "up").symlink_to(image_folder)  # a cycle: must end, and add nothing
+    (image_folder / "copy.png").symlink_to(image_folder / "rgb.png")  # a file reached twice: once
+    (image_folder / "gone.png").symlink_to(image_folder / "missing.png")  # dangling: unreadable
+    train, val = make_dataset(image_folder, "train"), make_dataset(image_folder, "val")
+    names = sorted(p.name for p in train.files + val.files)
+    assert names == ["gray.png", "linked.png", "photo.JPG", "pic.webp", "rgb.png"]
+    assert sorted(p.name for p in train.skipped) == ["broken.png", "gone.png"]
+
+
 def test_folder_gray_becomes_rgb_and_back(image_folder: Path) -> None:
     for split in ("train", "val"):
         rgb, gray = make_dataset(image_folder, split), make_dataset(image_folder, split, channels=1)

@@ -48,12 +48,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                             ("mae", "folder")])  # fmt: skip
 def test_train_each_kind_and_load_back(tmp_path: Path, folder: Path, kind: str, data: str) -> None:
     spec = str(folder) if data == "folder" else data
+    if data == "folder":
+        (folder / "d1" / "broken.png").write_bytes(b"\x89PNG but no more")
     path = train(tiny(tmp_path / "run", model=kind, data=spec))
     assert path == tmp_path / "run" / "checkpoint"
     assert {p.name for p in path.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
     model, state = load_model(tmp_path / "run")
     assert model.kind == kind and not model.training
     assert state["kind"] == kind and state["step"] == 4 and state["data"] == spec
+    assert state["data_skipped"] == (["d1/broken.png"] if data == "folder" else [])
     assert state["model_config"]["channels"] == (1 if data == "shapes" else 3)
     assert state["replica_sha256"] == [weights_sha256(model)]
     size = model.config.image_size

@@ -13,6 +13,7 @@ With a single image both splits are that image.
 
 import functools
 import logging
+import os
 import zlib
 from pathlib import Path
 
@@ -33,22 +34,46 @@ log = logging.getLogger(__name__)
 def find_images(root: Path) -> list[Path]:
     """Image files under `root` by extension (case-insensitive), sorted; raises UserError for a bad path.
 
+    Symbolic links are followed, to folders and to files, so a folder of links to a larger collection
+    trains on what they point at; a folder or file reached twice (two links to it, or a link to a parent)
+    counts once. A link that points nowhere is kept, so that it is reported and counted as unreadable.
     Hidden files and folders (a name starting with ".") are left out: `.ipynb_checkpoints/` and the
     like hold copies of the real images, which would otherwise be trained on twice."""
     if not root.exists():
         raise UserError(f"data path {str(root)!r} does not exist")
     if not root.is_dir():
         raise UserError(f"data path {str(root)!r} is not a folder (expected shapes, photos or a folder)")
-    try:
-        files = [
-            p
-            for p in root.rglob("*")
-            if p.suffix.lower() in EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and p.is_file()
-        ]
-    except PermissionError as exc:
-        raise UserError(f"cannot read data folder {str(root)!r}: {exc.strerror}") from exc
+
+    def refuse(exc: OSError) -> None:
+        raise UserError(f"cannot read data folder {str(exc.filename)!r}: {exc.strerror}")
+
+    files: list[Path] = []
+    seen_folders: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
+        here = os.stat(folder)
+        if (here.st_dev, here.st_ino) in seen_folders:
+            subfolders.clear()
+            continue
+        seen_folders.add((here.st_dev, here.st_ino))
+
+        def real_first(name: str, folder: str = folder) -> tuple[bool, str]:
+            """Real folders and files before links, so a real path is the one kept when both lead there."""
+            return os.path.islink(os.path.join(folder, name)), name
+
+        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")), key=real_first)
+        for name in sorted(names, key=real_first):
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in EXTENSIONS:
+                continue
+            if path.is_file():
+                target = path.stat()
+                if (target.st_dev, target.st_ino) in seen_files:
+                    continue
+                seen_files.add((target.st_dev, target.st_ino))
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                files.append(path)  # dangling: load_image fails, and it is skipped and counted
     if not files:
         raise UserError(f"no images ({', '.join(EXTENSIONS)}) found under {str(root)!r}")
     return sorted(files)
@@ -77,7 +102,7 @@ class FolderDataset(Dataset[torch.Tensor]):
         self.split = split
         self.channels = channels
         files = find_images(self.root)
-        stamp = tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        stamp = tuple((p, *_stamp(p)) for p in files)
         readable, images, skipped = _decode_folder(self.root, image_size, stamp)
         keep = [i for i, path in enumerate(readable) if path in _split(self.root, list(readable), split)]
         self.files = [readable[i] for i in keep]
@@ -89,6 +114,12 @@ class FolderDataset(Dataset[torch.Tensor]):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return to_tensor(self.images[i], self.channels)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(modification time in ns, size) of the file, or of the link itself when it points nowhere."""
+    info = path.stat() if path.exists() else path.lstat()
+    return info.st_mtime_ns, info.st_size
 
 
 @functools.lru_cache(maxsize=1)
