@@ -20,25 +20,19 @@ def json_numbers(value: Any) -> np.ndarray:
     """A JSON value that must be a (nested) list of numbers, as a numpy array of numpy's choosing (object
     for integers beyond int64, which the caller converts or refuses).
 
-    Raises TypeError for JSON booleans or strings anywhere in it, even "1": numpy alone would turn
-    [0.5, true] into [0.5, 1.0]. Ragged lists raise ValueError, as numpy does.
+    Raises TypeError when anything but numbers and lists is in it: booleans, strings (even "1"), null,
+    objects. numpy alone would turn [0.5, true] into [0.5, 1.0], and [1e30, "1"] into [1e30, 1.0].
+    Ragged lists raise ValueError, as numpy does.
     """
-    array = np.asarray(value)
-    if array.dtype.kind in "bUS" or _holds_bool(value):
-        raise TypeError(f"JSON booleans or strings (numpy kind {array.dtype.kind!r})")
-    return array
-
-
-def _holds_bool(value: Any) -> bool:
-    lists = [value] if isinstance(value, list) else []
-    while lists:
-        items = lists.pop()
-        types = set(map(type, items))  # one pass in C over a flat list, the usual case
-        if bool in types:
-            return True
+    pending: list[list[Any]] = [[value]]
+    while pending:
+        items = pending.pop()
+        types = set(map(type, items))  # one pass in C over a flat list; type(True) is bool, not int
+        if others := types - {int, float, list}:
+            raise TypeError(f"JSON values of type {', '.join(sorted(t.__name__ for t in others))}")
         if list in types:
-            lists.extend(item for item in items if isinstance(item, list))
-    return False
+            pending.extend(item for item in items if type(item) is list)
+    return np.asarray(value)
 
 
 class BodyLimitMiddleware:

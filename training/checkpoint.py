@@ -123,10 +123,24 @@ def load_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, source: str
         raise UserError(f"cannot load weights from {source}: {detail}") from exc
 
 
-def artifact_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The weights of the exported artifact at `path`, for `--init-from`: (state, tensors).
+def artifact_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, manifest) of the exported artifact at `path`, its files checked against their sha256:
+    `state` holds the checkpoint fields a warm start reads (kind, model_config)."""
+    from training.backends import read_manifest
 
-    `state` holds the checkpoint fields a warm start reads (kind, model_config). The tensors are the
+    manifest = read_manifest(Path(path))
+    try:
+        return {"kind": manifest["kind"], "model_config": dict(manifest["training"]["model"])}, manifest
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"artifact {path}: its manifest has no training.model config ({exc})") from exc
+
+
+def artifact_weights(
+    path: str | Path, state: dict[str, Any], manifest: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The weights of the exported artifact at `path` (see `artifact_state`), for `--init-from`.
+
+    The tensors are the
     graphs' initializers under the model's own names. Only a model whose every weight is stored under its
     own name can be rebuilt this way: the VAE and the beta-VAE. The exporter folds some of the VQ-VAE's
     and the MAE's weights into other tensors (transposed matrices, the codebook's squared norms) and the
@@ -136,12 +150,9 @@ def artifact_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
     import onnx
     from onnx import numpy_helper
 
-    from training.backends import read_manifest
-
     folder = Path(path)
-    manifest = read_manifest(folder)
-    kind, model_config = manifest["kind"], manifest["training"]["model"]
-    model = build_from_state({"kind": kind, "model_config": model_config})
+    kind, model_config = state["kind"], state["model_config"]
+    model = build_from_state(state)
     expected = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     try:
@@ -163,7 +174,7 @@ def artifact_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
             f"artifact {folder}: its {kind} graphs do not hold every weight under the model's names "
             f"(missing {shown}); start from the run's checkpoint instead"
         )
-    return {"kind": kind, "model_config": model_config}, tensors
+    return tensors
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

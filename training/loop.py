@@ -225,7 +225,9 @@ class _Run:
         self._check_kind(flag, path, state)
         return folder, state
 
-    def _check_kind(self, flag: str, path: str | Path, state: dict[str, Any], what: str = "checkpoint"):
+    def _check_kind(
+        self, flag: str, path: str | Path, state: dict[str, Any], what: str = "checkpoint"
+    ) -> None:
         kind = state["kind"]
         if kind != self.config.model:
             raise UserError(f"{flag}: {path} holds a {kind} {what}, not the --model {self.config.model}")
@@ -238,8 +240,9 @@ class _Run:
         other data or with another loss weight such as beta. The architecture must stay the same.
         """
         if (Path(source) / "manifest.json").is_file():
-            state, tensors = ckpt.artifact_weights(source)
+            state, manifest = ckpt.artifact_state(source)
             self._check_kind("--init-from", source, state, "artifact")
+            tensors = ckpt.artifact_weights(source, state, manifest)
         else:
             folder, state = self._checkpoint("--init-from", source)
             tensors = None

@@ -173,7 +173,7 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
     if value is None:
         raise InvalidInput(f"missing field {field!r}", field=field)
     try:
-        # object arrays (integers beyond int64, range-checked below; None) become float64 or fail here
+        # object arrays (integers beyond int64, range-checked below) become float64 here
         a = json_numbers(value).astype(np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
@@ -189,6 +189,8 @@ def _array(value: Any, field: str, dtype: type) -> np.ndarray:
         if np.abs(a).max() >= 2**62:  # would not survive the cast to int64
             raise InvalidInput(f"{field} holds integers outside the int64 range", field=field)
         return a.astype(np.int64)
+    if np.abs(a).max() > np.finfo(np.float32).max:  # would become infinite in float32
+        raise InvalidInput(f"{field} holds values beyond the float32 range", field=field)
     return a.astype(np.float32)
 
 

@@ -187,6 +187,8 @@ def test_reconstruct_runs_the_fused_graph_and_older_artifacts_without_it_still_s
         ("vae", {"latent": [True, False, True, False]}, "latent"),
         ("vae", {"latent": ["1", "2", "3", "4"]}, "latent"),
         ("vae", {"latent": [0.5, 1.0, 2.0, True]}, "latent"),  # numpy alone would read true as 1.0
+        ("vae", {"latent": [10**30, "1", 2, 3]}, "latent"),  # numpy: an object array, "1" read as 1.0
+        ("vae", {"latent": [1e39, 1, 2, 3]}, "latent"),  # finite in JSON, infinite in float32
         ("vqvae", {"tokens": [[1, 2, 3, 4]] * 3 + [[1, 2, 3, False]]}, "tokens"),
         ("vae", {}, "latent"),
     ],

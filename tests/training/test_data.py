@@ -1,6 +1,7 @@
 """Data sets: procedural shapes, scikit-image photo crops, a user's folder."""
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def test_folder_recursive_with_skips(image_folder: Path, caplog: pytest.LogCaptu
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
 
 
-def test_folder_follows_links_once_and_counts_dangling_ones(image_folder: Path, tmp_path_factory) -> None:
+def test_folder_follows_links_once_and_counts_dangling_ones(
+    image_folder: Path, tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     shutil.copytree(image_folder / "a" / "b", elsewhere / "more")
     (elsewhere / "more" / "gray.png").rename(elsewhere / "more" / "linked.png")
@@ -124,11 +127,37 @@ def test_folder_follows_links_once_and_counts_dangling_ones(image_folder: Path, 
     (image_folder / "same").symlink_to(elsewhere / "more")  # the same folder again: counted once
     (image_folder / "a" / "up").symlink_to(image_folder)  # a cycle: must end, and add nothing
     (image_folder / "copy.png").symlink_to(image_folder / "rgb.png")  # a file reached twice: once
+    (image_folder / "a" / "0b").symlink_to(image_folder / "a" / "b")  # walked before b/: b/ still wins
     (image_folder / "gone.png").symlink_to(image_folder / "missing.png")  # dangling: unreadable
-    train, val = make_dataset(image_folder, "train"), make_dataset(image_folder, "val")
-    names = sorted(p.name for p in train.files + val.files)
-    assert names == ["gray.png", "linked.png", "photo.JPG", "pic.webp", "rgb.png"]
+    (image_folder / "z").mkdir()
+    shutil.copy(image_folder / "rgb.png", image_folder / "z" / "real.png")
+    (image_folder / "a" / "alias.png").symlink_to(image_folder / "z" / "real.png")  # found first, not kept
+    with caplog.at_level(logging.WARNING):
+        train, val = make_dataset(image_folder, "train"), make_dataset(image_folder, "val")
+    files = sorted(p.relative_to(image_folder).as_posix() for p in train.files + val.files)
+    assert files == ["a/b/gray.png", "a/photo.JPG", "a/pic.webp", "more/linked.png", "rgb.png", "z/real.png"]
     assert sorted(p.name for p in train.skipped) == ["broken.png", "gone.png"]
+    assert "broken symbolic link to" in caplog.text
+
+
+def test_folder_skips_a_subfolder_it_cannot_list(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subfolder the user may not list (a disk's lost+found) is skipped and counted; an unreadable root
+    is an error. The permission error is injected: these tests run as root, whom chmod does not stop."""
+    scandir = os.scandir
+
+    def denied(path: object) -> object:
+        if Path(str(path)).name in ("a", "locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", denied)
+    data = make_dataset(image_folder, "train")
+    assert [p.name for p in data.files] == ["rgb.png"]  # the one image outside a/
+    assert [p.name for p in data.skipped] == ["a"]
+    (image_folder / "locked").mkdir()
+    (image_folder / "locked" / "x.png").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot read data folder .*locked.*Permission denied"):
+        make_dataset(image_folder / "locked", "train")
 
 
 def test_folder_gray_becomes_rgb_and_back(image_folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,9 +48,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(("kind", "data"), [("vae", "shapes"), ("beta_vae", "shapes"), ("vqvae", "photos"),
                                             ("mae", "folder")])  # fmt: skip
 def test_train_each_kind_and_load_back(tmp_path: Path, folder: Path, kind: str, data: str) -> None:
-    spec = str(folder) if data == "folder" else data
-    if data == "folder":
-        (folder / "d1" / "broken.png").write_bytes(b"\x89PNG but no more")
+    spec = data
+    if data == "folder":  # a copy of the module's folder, with one corrupt file added
+        spec = str(shutil.copytree(folder, tmp_path / "images"))
+        (tmp_path / "images" / "d1" / "broken.png").write_bytes(b"\x89PNG but no more")
     path = train(tiny(tmp_path / "run", model=kind, data=spec))
     assert path == tmp_path / "run" / "checkpoint"
     assert {p.name for p in path.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
@@ -196,6 +198,8 @@ def test_init_from_an_artifact_starts_from_its_weights(
     assert code == 2 and err.count("\n") == 1 and "holds a beta_vae artifact" in err
     code, err = _cli([*TINY, *out, "--model", "vqvae", "--init-from", str(tiny_artifacts / "vqvae")], capsys)
     assert code == 2 and err.count("\n") == 1 and "start from the run's checkpoint instead" in err
+    code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(tiny_artifacts / "mae")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds a mae artifact" in err
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

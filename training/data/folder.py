@@ -31,52 +31,71 @@ VAL_FRACTION = 0.05
 log = logging.getLogger(__name__)
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under `root` by extension (case-insensitive), sorted; raises UserError for a bad path.
+def find_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under `root` by extension (case-insensitive), sorted, and the entries that could not be
+    read: (files, [(path, reason)]). Raises UserError for a bad or unreadable `root`, or no images.
 
     Symbolic links are followed, to folders and to files, so a folder of links to a larger collection
-    trains on what they point at; a folder or file reached twice (two links to it, or a link to a parent)
-    counts once. A link that points nowhere is kept, so that it is reported and counted as unreadable.
+    trains on what they point at. A file reached by several paths counts once, under a path without links
+    where it has one (else the first in sorted order), so adding a link moves nothing between splits. A
+    link back to a folder being walked is not followed again. A subfolder that cannot be listed, a link
+    that points nowhere and a file that cannot be reached are reported, not fatal.
     Hidden files and folders (a name starting with ".") are left out: `.ipynb_checkpoints/` and the
     like hold copies of the real images, which would otherwise be trained on twice."""
     if not root.exists():
         raise UserError(f"data path {str(root)!r} does not exist")
     if not root.is_dir():
         raise UserError(f"data path {str(root)!r} is not a folder (expected shapes, photos or a folder)")
+    try:
+        os.scandir(root).close()
+    except OSError as exc:
+        raise UserError(f"cannot read data folder {str(root)!r}: {exc.strerror}") from exc
+    found: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    _walk(root, frozenset({os.path.realpath(root)}), found, unreadable)
+    by_file: dict[tuple[int, int], list[Path]] = {}
+    for path in found:
+        info = path.stat()
+        by_file.setdefault((info.st_dev, info.st_ino), []).append(path)
+    real_root = os.path.realpath(root)
 
-    def refuse(exc: OSError) -> None:
-        raise UserError(f"cannot read data folder {str(exc.filename)!r}: {exc.strerror}")
+    def linked(path: Path) -> bool:  # reached through a link, to the file or to a folder in between
+        return os.path.realpath(path) != os.path.join(real_root, path.relative_to(root))
 
-    files: list[Path] = []
-    seen_folders: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
-    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
-        here = os.stat(folder)
-        if (here.st_dev, here.st_ino) in seen_folders:
-            subfolders.clear()
-            continue
-        seen_folders.add((here.st_dev, here.st_ino))
-
-        def real_first(name: str, folder: str = folder) -> tuple[bool, str]:
-            """Real folders and files before links, so a real path is the one kept when both lead there."""
-            return os.path.islink(os.path.join(folder, name)), name
-
-        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")), key=real_first)
-        for name in sorted(names, key=real_first):
-            path = Path(folder, name)
-            if name.startswith(".") or path.suffix.lower() not in EXTENSIONS:
-                continue
-            if path.is_file():
-                target = path.stat()
-                if (target.st_dev, target.st_ino) in seen_files:
-                    continue
-                seen_files.add((target.st_dev, target.st_ino))
-                files.append(path)
-            elif path.is_symlink() and not path.exists():
-                files.append(path)  # dangling: load_image fails, and it is skipped and counted
+    files = [min(paths, key=lambda p: (linked(p), p)) for paths in by_file.values()]
     if not files:
-        raise UserError(f"no images ({', '.join(EXTENSIONS)}) found under {str(root)!r}")
-    return sorted(files)
+        also = f" ({len(unreadable)} unreadable file(s) or folder(s))" if unreadable else ""
+        raise UserError(f"no images ({', '.join(EXTENSIONS)}) found under {str(root)!r}{also}")
+    return sorted(files), sorted(unreadable)
+
+
+def _walk(
+    folder: Path, ancestors: frozenset[str], found: list[Path], unreadable: list[tuple[Path, str]]
+) -> None:
+    """Add the image files under `folder` to `found`, following links; `ancestors`: the real paths of
+    the folders being walked, which a link must not lead back into (a cycle)."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        unreadable.append((folder, f"folder not readable: {exc.strerror}"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir():
+                real = os.path.realpath(path)
+                if real not in ancestors:
+                    _walk(path, ancestors | {real}, found, unreadable)
+            elif path.suffix.lower() in EXTENSIONS:
+                if entry.is_file():
+                    found.append(path)
+                elif entry.is_symlink() and not path.exists():
+                    unreadable.append((path, f"broken symbolic link to {os.readlink(path)}"))
+        except OSError as exc:
+            unreadable.append((path, exc.strerror or str(exc)))
 
 
 def load_image(path: Path, image_size: int) -> np.ndarray:
@@ -101,9 +120,9 @@ class FolderDataset(Dataset[torch.Tensor]):
         self.root = Path(root)
         self.split = split
         self.channels = channels
-        files = find_images(self.root)
-        stamp = tuple((p, *_stamp(p)) for p in files)
-        readable, images, skipped = _decode_folder(self.root, image_size, stamp)
+        files, unreadable = find_images(self.root)
+        stamp = tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        readable, images, skipped = _decode_folder(self.root, image_size, stamp, tuple(unreadable))
         keep = [i for i, path in enumerate(readable) if path in _split(self.root, list(readable), split)]
         self.files = [readable[i] for i in keep]
         self.skipped = list(skipped)
@@ -116,22 +135,23 @@ class FolderDataset(Dataset[torch.Tensor]):
         return to_tensor(self.images[i], self.channels)
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """(modification time in ns, size) of the file, or of the link itself when it points nowhere."""
-    info = path.stat() if path.exists() else path.lstat()
-    return info.st_mtime_ns, info.st_size
-
-
 @functools.lru_cache(maxsize=1)
 def _decode_folder(
-    root: Path, image_size: int, stamp: tuple[tuple[Path, int, int], ...]
+    root: Path,
+    image_size: int,
+    stamp: tuple[tuple[Path, int, int], ...],
+    unreadable: tuple[tuple[Path, str], ...],
 ) -> tuple[tuple[Path, ...], np.ndarray, tuple[Path, ...]]:
-    """Decode every file once: (readable paths, uint8 [N, S, S, 3], unreadable paths).
+    """Decode every file once: (readable paths, uint8 [N, S, S, 3], skipped paths), where the skipped are
+    `unreadable` (what the walk could not reach) and the files that failed to decode, each warned about.
 
     Cached on the files' paths, times and sizes, so the train and val splits share one decoding pass.
     """
     readable: list[Path] = []
     skipped: list[Path] = []
+    for path, reason in unreadable:
+        log.warning("skipping %s: %s", path, reason)
+        skipped.append(path)
     arrays = []
     for path, _, _ in stamp:
         try:
@@ -141,9 +161,11 @@ def _decode_folder(
             log.warning("skipping unreadable image %s: %s", path, exc)
             skipped.append(path)
     if skipped:
-        log.warning("%d unreadable image(s) skipped in %s", len(skipped), root)
+        log.warning("%d unreadable file(s) or folder(s) skipped in %s", len(skipped), root)
     if not arrays:
-        raise UserError(f"no readable images in {str(root)!r} ({len(skipped)} unreadable file(s) skipped)")
+        raise UserError(
+            f"no readable images in {str(root)!r} ({len(skipped)} unreadable file(s) or folder(s) skipped)"
+        )
     return tuple(readable), np.stack(arrays), tuple(skipped)
 
 
