@@ -97,9 +97,15 @@ def save_tradeoff(
     right_label: str,
     title: str,
     log_x: bool = True,
+    left_points: Sequence[tuple[float, float]] | None = None,
 ) -> Path:
-    """Two series against one x axis, with two y axes (e.g. MIG and reconstruction against beta)."""
+    """Two series against one x axis, with two y axes (e.g. MIG and reconstruction against beta).
+
+    left_points: the single measurements behind `left` when it is a mean (e.g. one per seed), drawn as
+    dots around it."""
     fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+    if left_points:
+        ax.plot(*zip(*left_points, strict=True), ".", color="#4c72b0", alpha=0.45)
     ax.plot(x, left, "o-", color="#4c72b0", label=left_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(left_label, color="#4c72b0")

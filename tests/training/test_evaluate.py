@@ -248,10 +248,60 @@ def test_sweep_summary_reports_the_trends_it_measured() -> None:
         "mig_vs_beta": "goes up and down",
         "recon_bits_per_dim_vs_beta": "rises",
         "psnr_vs_beta": "falls",
+        "mig_beta_rank_correlation": 0.5,
     }
     tie = summarize([row(1, 0.2, 0.1), row(2, 0.2, 0.1)])
     assert tie["chosen_beta"] == 1 and "tied" in tie["chosen_because"]
     assert tie["observed"]["mig_vs_beta"] == "stays level"
+    assert tie["observed"]["mig_beta_rank_correlation"] is None  # MIG constant: no ranking to correlate
+
+    # several seeds: the choice and the trends follow the per-beta means, not the single best run
+    def seeded(beta: float, seed: int, mig: float) -> dict[str, float]:
+        return {**row(beta, mig, 0.1 * beta), "seed": seed}
+
+    runs = [seeded(1, 0, 0.05), seeded(1, 1, 0.09), seeded(4, 0, 0.30), seeded(4, 1, 0.02), seeded(8, 0, 0.2)]
+    runs.append(seeded(8, 1, 0.18))
+    s = summarize(runs[::-1])
+    assert [(r["beta"], r["seed"]) for r in s["rows"]] == [(1, 0), (1, 1), (4, 0), (4, 1), (8, 0), (8, 1)]
+    assert [b["beta"] for b in s["by_beta"]] == [1, 4, 8] and s["by_beta"][1]["seeds"] == 2
+    assert s["by_beta"][1]["mig"] == pytest.approx(0.16) and s["by_beta"][1]["mig_sd"] == pytest.approx(0.14)
+    assert (s["by_beta"][1]["mig_min"], s["by_beta"][1]["mig_max"]) == (0.02, 0.30)
+    assert s["chosen_beta"] == 8 and "over 2 seeds" in s["chosen_because"]  # 0.19 mean beats 0.16
+    assert s["observed"]["mig_vs_beta"] == "rises"
+    # Spearman over the six runs: ranks of beta (1.5, 1.5, 3.5, 3.5, 5.5, 5.5) against MIG's
+    assert s["observed"]["mig_beta_rank_correlation"] == pytest.approx(0.478, abs=1e-3)
+
+
+def test_sweep_over_seeds_trains_each_and_averages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--betas", "1,4", "--seeds", "0,3", "--steps", "2", "--preset", "tiny", "--batch-size", "8"]
+    code = cli(["sweep", *argv, "--n", "16", "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(r["beta"], r["seed"]) for r in summary["rows"]] == [(1, 0), (1, 3), (4, 0), (4, 3)]
+    for beta in (1, 4):
+        runs = [r["mig"] for r in summary["rows"] if r["beta"] == beta]
+        mean = next(b for b in summary["by_beta"] if b["beta"] == beta)
+        assert mean["seeds"] == 2 and mean["mig"] == pytest.approx(sum(runs) / 2)
+        for seed in (0, 3):
+            state = json.loads(
+                (tmp_path / f"beta_{beta}_seed_{seed}" / "checkpoint" / "state.json").read_text()
+            )
+            assert state["seed"] == seed and state["model_config"]["beta"] == beta
+    # the two seeds of one beta are different runs
+    a, b = (tmp_path / f"beta_4_seed_{s}" / "checkpoint" / "model.safetensors" for s in (0, 3))
+    assert a.read_bytes() != b.read_bytes()
+    table = (tmp_path / "sweep.md").read_text()
+    assert "seeds 0, 3" in table and "| 4 | 3 |" in table and "Per beta, over the seeds" in table
+    assert summary["settings"]["seeds"] == [0, 3]
+
+
+@pytest.mark.parametrize("args", [["--seeds", "0,x"], ["--seeds", "1,1"], ["--seeds", "0", "--seed", "1"]])
+def test_sweep_rejects_bad_seeds(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["sweep", "--betas", "1,2", "--steps", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sweep:") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("betas", ["1,x", "", "0,1", "2,2"])
