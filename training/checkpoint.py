@@ -135,24 +135,20 @@ def artifact_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise UserError(f"artifact {path}: its manifest has no training.model config ({exc})") from exc
 
 
-def artifact_weights(
-    path: str | Path, state: dict[str, Any], manifest: dict[str, Any]
-) -> dict[str, torch.Tensor]:
-    """The weights of the exported artifact at `path` (see `artifact_state`), for `--init-from`.
+def load_artifact_weights(path: str | Path, manifest: dict[str, Any], model: nn.Module) -> None:
+    """Load the weights of the exported artifact at `path` (manifest from `artifact_state`) into `model`,
+    for `--init-from`.
 
-    The tensors are the
-    graphs' initializers under the model's own names. Only a model whose every weight is stored under its
-    own name can be rebuilt this way: the VAE and the beta-VAE. The exporter folds some of the VQ-VAE's
-    and the MAE's weights into other tensors (transposed matrices, the codebook's squared norms) and the
-    VQ-VAE's EMA statistics are not in the graphs at all; for those the error says to use the run's
-    checkpoint.
+    The weights are the graphs' initializers under the model's own names. Only a model whose every weight
+    is stored under its own name can be rebuilt this way: the VAE and the beta-VAE. The exporter folds
+    some of the VQ-VAE's and the MAE's weights into other tensors (transposed matrices, the codebook's
+    squared norms) and the VQ-VAE's EMA statistics are not in the graphs at all; for those the error says
+    to use the run's checkpoint.
     """
     import onnx
     from onnx import numpy_helper
 
     folder = Path(path)
-    kind, model_config = state["kind"], state["model_config"]
-    model = build_from_state(state)
     expected = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     try:
@@ -165,16 +161,16 @@ def artifact_weights(
                     tensors[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
     except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise UserError(f"cannot read the weights of artifact {folder}: {exc}") from exc
-    if model_config.get("likelihood") == "bernoulli":  # the Gaussian's scale: in no graph and no loss
+    if manifest["training"]["model"].get("likelihood") == "bernoulli":  # the Gaussian's scale: unused
         tensors.setdefault("log_sigma", expected["log_sigma"])
     missing = sorted(set(expected) - set(tensors))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(
-            f"artifact {folder}: its {kind} graphs do not hold every weight under the model's names "
-            f"(missing {shown}); start from the run's checkpoint instead"
+            f"artifact {folder}: its {manifest['kind']} graphs do not hold every weight under the model's "
+            f"names (missing {shown}); start from the run's checkpoint instead"
         )
-    return tensors
+    load_tensors(tensors, model, f"artifact {folder}")
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -239,23 +239,22 @@ class _Run:
         The run itself is new (step 0, fresh optimizer and schedule): fine-tuning a trained model, on
         other data or with another loss weight such as beta. The architecture must stay the same.
         """
+        manifest = None
         if (Path(source) / "manifest.json").is_file():
             state, manifest = ckpt.artifact_state(source)
             self._check_kind("--init-from", source, state, "artifact")
-            tensors = ckpt.artifact_weights(source, state, manifest)
         else:
             folder, state = self._checkpoint("--init-from", source)
-            tensors = None
         values = {**state["model_config"], **self.config.overrides}
         try:
             model_config = models.config_from_dict(self.config.model, values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"model option: {exc}") from exc
         model = models.build_model(self.config.model, model_config)
-        if tensors is None:
+        if manifest is None:
             ckpt.load_weights(folder, model)
         else:
-            ckpt.load_tensors(tensors, model, f"artifact {source}")
+            ckpt.load_artifact_weights(source, manifest, model)
         return model, model_config
 
     def _make_data(self) -> None:

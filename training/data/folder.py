@@ -52,12 +52,12 @@ def find_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         raise UserError(f"cannot read data folder {str(root)!r}: {exc.strerror}") from exc
     found: list[Path] = []
     unreadable: list[tuple[Path, str]] = []
-    _walk(root, frozenset({os.path.realpath(root)}), found, unreadable)
+    real_root = os.path.realpath(root)
+    _walk(root, frozenset({real_root}), found, unreadable)
     by_file: dict[tuple[int, int], list[Path]] = {}
     for path in found:
         info = path.stat()
         by_file.setdefault((info.st_dev, info.st_ino), []).append(path)
-    real_root = os.path.realpath(root)
 
     def linked(path: Path) -> bool:  # reached through a link, to the file or to a folder in between
         return os.path.realpath(path) != os.path.join(real_root, path.relative_to(root))
