@@ -137,40 +137,98 @@ def artifact_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_artifact_weights(path: str | Path, manifest: dict[str, Any], model: nn.Module) -> None:
     """Load the weights of the exported artifact at `path` (manifest from `artifact_state`) into `model`,
-    for `--init-from`.
+    built from the artifact's own model config, and check them against the graphs (for `--init-from`).
 
-    The weights are the graphs' initializers under the model's own names. Only a model whose every weight
-    is stored under its own name can be rebuilt this way: the VAE and the beta-VAE. The exporter folds
-    some of the VQ-VAE's and the MAE's weights into other tensors (transposed matrices, the codebook's
-    squared norms) and the VQ-VAE's EMA statistics are not in the graphs at all; for those the error says
-    to use the run's checkpoint.
+    Where each weight is found:
+    - most are graph initializers under the model's own names (prefixed `model.`);
+    - the exporter's constant folding stores a linear layer's weight transposed, under a generated name,
+      as the second input of a MatMul node named after the layer (`/blocks.0/attn/qkv/MatMul`);
+    - a weight still missing then is the one generated initializer left of its shape and dtype, if there is
+      exactly one (the MAE's mask token, which the export feeds through an Identity);
+    - a Bernoulli model's Gaussian scale is in no graph and no loss: it keeps its initial value;
+    - the VQ-VAE's EMA statistics are in no graph: they stay unset (`initialized` false), and the caller
+      sets the quantizer's `keep_codebook` so the first training batch seeds them and keeps the codes.
+    Then every graph of the artifact runs in ONNX Runtime beside the loaded model on the same inputs
+    (export's parity check, one batch of 2): a weight read into the wrong place fails here.
     """
     import onnx
-    from onnx import numpy_helper
+
+    from training.export import check_parity, kind_export
 
     folder = Path(path)
     expected = model.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
     try:
-        for graph in manifest["graphs"].values():
-            proto = onnx.load(str(folder / graph["file"]), load_external_data=False)
-            onnx.load_external_data_for_model(proto, str(folder))
-            for init in proto.graph.initializer:
-                name = init.name.removeprefix("model.")
-                if name in expected and name not in tensors:
-                    tensors[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+        tensors, loose = _graph_weights(folder, manifest, expected)
     except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise UserError(f"cannot read the weights of artifact {folder}: {exc}") from exc
-    if manifest["training"]["model"].get("likelihood") == "bernoulli":  # the Gaussian's scale: unused
-        tensors.setdefault("log_sigma", expected["log_sigma"])
+    unstored = {"log_sigma"} if manifest["training"]["model"].get("likelihood") == "bernoulli" else set()
+    unstored |= {k for k in expected if k.startswith("quantizer.") and k != "quantizer.embed"}
+    for key in unstored:
+        tensors.setdefault(key, expected[key])
+    missing = [k for k in expected if k not in tensors]
+    for key in missing:
+        shape, dtype = tuple(expected[key].shape), expected[key].dtype
+        rivals = [k for k in missing if (tuple(expected[k].shape), expected[k].dtype) == (shape, dtype)]
+        matches = {t.numpy().tobytes(): t for t in loose if (tuple(t.shape), t.dtype) == (shape, dtype)}
+        if len(rivals) == 1 and len(matches) == 1:
+            tensors[key] = next(iter(matches.values()))
     missing = sorted(set(expected) - set(tensors))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(
-            f"artifact {folder}: its {manifest['kind']} graphs do not hold every weight under the model's "
-            f"names (missing {shown}); start from the run's checkpoint instead"
+            f"artifact {folder}: its {manifest['kind']} graphs do not hold every weight of the model "
+            f"(missing {shown}); start from the run's checkpoint instead"
         )
     load_tensors(tensors, model, f"artifact {folder}")
+    spec = kind_export(model)
+    try:
+        check_parity(spec.graphs, folder, spec.parity_sizes[:1], batches=(2,))
+    except UserError as exc:
+        raise UserError(
+            f"artifact {folder}: the weights read from its graphs do not reproduce them ({exc})"
+        ) from exc
+
+
+def _graph_weights(
+    folder: Path, manifest: dict[str, Any], expected: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """({model name: tensor} found in the artifact's graphs, [the graphs' other initializers])."""
+    import onnx
+    from onnx import numpy_helper
+
+    tensors: dict[str, torch.Tensor] = {}
+    loose: list[torch.Tensor] = []
+    for graph in manifest["graphs"].values():
+        proto = onnx.load(str(folder / graph["file"]), load_external_data=False)
+        onnx.load_external_data_for_model(proto, str(folder))
+        inits = {init.name: init for init in proto.graph.initializer}
+        transposed = {
+            node.input[1]: _layer_of(node.name) + ".weight"
+            for node in proto.graph.node
+            if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits
+        }
+        for name, init in inits.items():
+            value = torch.from_numpy(numpy_helper.to_array(init).copy())
+            own, layer = name.removeprefix("model."), transposed.get(name, "").removeprefix("model.")
+            if own in expected:
+                tensors.setdefault(own, value)
+            elif layer in expected and value.dim() == 2:
+                tensors.setdefault(layer, value.T.contiguous())
+            else:
+                loose.append(value)
+    return tensors, loose
+
+
+def _layer_of(node_name: str) -> str:
+    """The module a MatMul node named by torch's exporter belongs to: "/blocks.0/attn/qkv/MatMul" ->
+    "blocks.0.attn.qkv". A scope inside a Sequential repeats its parent ("/blocks.0/mlp/mlp.0/MatMul"
+    is blocks.0.mlp.0)."""
+    parts: list[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        if parts and part.startswith(parts[-1] + "."):
+            parts.pop()
+        parts.append(part)
+    return ".".join(parts)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -253,8 +253,15 @@ class _Run:
         model = models.build_model(self.config.model, model_config)
         if manifest is None:
             ckpt.load_weights(folder, model)
-        else:
-            ckpt.load_artifact_weights(source, manifest, model)
+            return model, model_config
+        # the weights are checked against the graphs on a model of the artifact's own config, which the
+        # overrides (a VAE's likelihood, say) may make compute something else
+        exported = ckpt.build_from_state(state)
+        ckpt.load_artifact_weights(source, manifest, exported)
+        ckpt.load_tensors(exported.state_dict(), model, f"artifact {source}")
+        quantizer = getattr(model, "quantizer", None)
+        if quantizer is not None:  # the graphs hold the codes but not their EMA statistics
+            quantizer.keep_codebook = True
         return model, model_config
 
     def _make_data(self) -> None:
@@ -547,7 +554,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", help="run folder (default runs/run)")
     add("--resume", action="store_true", help="continue from the checkpoint in --out")
     add("--init-from", metavar="CHECKPOINT",
-        help="start from this checkpoint's weights, or a VAE or beta-VAE artifact's (same kind and "
+        help="start from this checkpoint's weights, or an exported artifact's (same kind and "
              "architecture; --set may change e.g. beta), with a fresh optimizer and schedule")
     add("--val-every", type=int, help="steps between validations, 0 = only at the end (default 500)")
     add("--val-images", type=int, help="validation images per validation (default 2048)")

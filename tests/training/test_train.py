@@ -170,36 +170,62 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         parse_args(["--model", "vae", "--config", str(tmp_path / "b.json")])
 
 
+@pytest.mark.parametrize("kind", models.KINDS)
 def test_init_from_an_artifact_starts_from_its_weights(
-    tiny_checkpoints: dict[str, Path],
-    tiny_artifacts: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    tiny_checkpoints: dict[str, Path], tiny_artifacts: Path, tmp_path: Path, kind: str
 ) -> None:
-    """A bundled VAE or beta-VAE can be fine-tuned from its artifact alone (the graphs hold its weights)."""
-    source = tiny_artifacts / "beta_vae"
-    seen: list[int] = []
+    """A bundled model of any kind can be fine-tuned from its artifact alone: the graphs hold its weights
+    (some transposed by the export), and a VQ-VAE keeps its codebook."""
+    from tests.conftest import TINY_RUNS
 
-    def stop_at_once(step: int, logs: dict[str, float]) -> None:
-        seen.append(step)
-        raise KeyboardInterrupt
+    data, overrides = TINY_RUNS[kind]
+    logs: list[dict[str, float]] = []
+
+    def stop_at_once(step: int, step_logs: dict[str, float]) -> None:
+        logs.append(step_logs)
+        raise KeyboardInterrupt  # the checkpoint then holds the weights after one step from the artifact's
 
     with pytest.raises(KeyboardInterrupt):
-        config = tiny(tmp_path / "tuned", model="beta_vae", init_from=str(source), lr=1e-9, warmup_steps=0)
+        config = tiny(tmp_path / "tuned", model=kind, data=data, overrides=dict(overrides),
+                      init_from=str(tiny_artifacts / kind), lr=1e-9, warmup_steps=0)  # fmt: skip
         train(config, callback=stop_at_once)
     tuned, state = load_model(tmp_path / "tuned")
-    trained, trained_state = load_model(tiny_checkpoints["beta_vae"])
-    assert seen == [1] and state["model_config"] == trained_state["model_config"]
+    trained, trained_state = load_model(tiny_checkpoints[kind])
+    assert len(logs) == 1 and state["model_config"] == trained_state["model_config"]
+    ema = {"quantizer.embed", "quantizer.ema_count", "quantizer.ema_sum"}  # moved by the step's EMA update
     for name, value in trained.state_dict().items():
-        torch.testing.assert_close(tuned.state_dict()[name], value, atol=1e-6, rtol=0)
+        if name not in ema:
+            torch.testing.assert_close(tuned.state_dict()[name], value, atol=1e-6, rtol=0)
+    if kind == "vqvae":  # no k-means: every code was seeded with the batch's average share, none restarted
+        cfg = tuned.config
+        share = 8 * (cfg.image_size // 4) ** 2 / cfg.codebook_size  # vectors per batch of 8, per code
+        assert tuned.quantizer.ema_count.min().item() >= cfg.ema_decay * share - 1e-4
+        assert logs[0]["dead_restarts"] == 0 and bool(tuned.quantizer.initialized)
+
+
+def test_init_from_an_artifact_checks_the_weights_against_its_graphs(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import checkpoint
 
     out = ["--out", str(tmp_path / "bad")]
-    code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(source)], capsys)
+    code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(tiny_artifacts / "beta_vae")], capsys)
     assert code == 2 and err.count("\n") == 1 and "holds a beta_vae artifact" in err
-    code, err = _cli([*TINY, *out, "--model", "vqvae", "--init-from", str(tiny_artifacts / "vqvae")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "start from the run's checkpoint instead" in err
     code, err = _cli([*TINY, *out, "--model", "vae", "--init-from", str(tiny_artifacts / "mae")], capsys)
     assert code == 2 and err.count("\n") == 1 and "holds a mae artifact" in err
+
+    read = checkpoint._graph_weights
+
+    def misread(*args: object) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        tensors, loose = read(*args)  # type: ignore[arg-type]
+        square = "blocks.0.attn.proj.weight"  # read without undoing the export's transpose
+        tensors[square] = tensors[square].T.contiguous()
+        return tensors, loose
+
+    monkeypatch.setattr(checkpoint, "_graph_weights", misread)
+    argv = [*TINY, *out, "--model", "mae", "--data", "photos", "--init-from", str(tiny_artifacts / "mae")]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "do not reproduce them" in err and "'reconstruct'" in err
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
