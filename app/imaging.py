@@ -108,19 +108,27 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
 
 
 def fit(
-    img: Image.Image, height: int, width: int, mode: str, *, multiple: int | None = None, field: str = "image"
+    img: Image.Image,
+    height: int,
+    width: int,
+    mode: str,
+    *,
+    multiple: int | None = None,
+    field: str = "image",
+    resample: Image.Resampling = _RESAMPLE,
 ) -> Image.Image:
     """Fit to height x width: `center-crop` (scale the short side, crop the centre), `resize` (stretch),
     `pad` (scale the long side, pad with black) or `none` (keep; the size must match, or for a fully
-    convolutional model (`multiple` set) each side must be a multiple of it)."""
+    convolutional model (`multiple` set) each side must be a multiple of it). The geometry depends on the
+    sizes and the mode only, never on `resample`."""
     if img.size == (width, height) and mode in FIT_MODES:
         return img  # every mode leaves an image of the model's size as it is
     if mode == "resize":
-        return img.resize((width, height), _RESAMPLE)
+        return img.resize((width, height), resample)
     if mode == "center-crop":
-        return ImageOps.fit(img, (width, height), _RESAMPLE)
+        return ImageOps.fit(img, (width, height), resample)
     if mode == "pad":
-        return ImageOps.pad(img, (width, height), _RESAMPLE, color=0)
+        return ImageOps.pad(img, (width, height), resample, color=0)
     if mode == "none":
         w, h = img.size
         if (w, h) == (width, height):
@@ -150,6 +158,31 @@ def load_fitted(
     a = np.asarray(out, dtype=np.float32) / 255.0
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     return Fitted(np.ascontiguousarray(a), f"{mode} {w0}x{h0} -> {out.size[0]}x{out.size[1]}", (w0, h0))
+
+
+def load_mask(
+    data: bytes,
+    *,
+    height: int,
+    width: int,
+    mode: str,
+    max_pixels: int,
+    field: str = "mask",
+) -> Fitted:
+    """A mask image (white = missing) fitted like an image, as float32 [1, H, W] of 0 and 1: 1 wherever
+    the fitted pixel covers any missing pixel of the upload.
+
+    Same geometry as `load_fitted` (the same crop, stretch or padding), but each output pixel is the
+    area average of the binary mask under it (box filter) instead of an interpolation, and any part
+    missing makes it missing: a one-pixel stroke on a large photograph still removes every patch it
+    crosses, where a smooth downscale would fade it below any threshold.
+    """
+    img = to_channels(decode(data, max_pixels=max_pixels, field=field), 1)
+    w0, h0 = img.size
+    missing = Image.fromarray((np.asarray(img) >= 128).astype(np.float32), "F")
+    out = fit(missing, height, width, mode, field=field, resample=Image.Resampling.BOX)
+    a = (np.asarray(out) > 0).astype(np.float32)[None]
+    return Fitted(a, f"{mode} {w0}x{h0} -> {out.size[0]}x{out.size[1]}", (w0, h0))
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -502,14 +502,12 @@ async def inpaint(
         if mask_ratio is not None:
             raise InvalidInput("send either a mask image or mask_ratio, not both", field="mask_ratio")
         mask = await run_in_threadpool(
-            imaging.load_fitted,
+            imaging.load_mask,
             mask_bytes,
             height=m.height,
             width=m.width,
-            channels=1,
             mode=fit,
             max_pixels=settings.max_pixels,
-            field="mask",
         )
         if mask.source_size != fitted[0].source_size:
             raise InvalidInput(

@@ -283,6 +283,27 @@ def test_inpaint_keeps_visible_pixels_and_masks_touched_patches(client: TestClie
     assert png.headers["content-type"] == "image/png"
 
 
+def test_inpaint_mask_on_a_large_image_keeps_thin_strokes(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
+    # 160x120, center-crop to the tiny MAE's 16x16: the crop is x 20..140, scaled down 7.5 times, so a
+    # one-pixel line at y = 60 lies in output row 8 (patch row 2) and a dot at (80, 15) in output
+    # pixel (8, 2) (patch row 0, column 2). A smooth downscale fades both to about 1/7.5 and loses them.
+    mask = Image.new("L", (160, 120), 0)
+    for x in range(160):
+        mask.putpixel((x, 60), 255)
+    mask.putpixel((80, 15), 255)
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    files = {
+        "image": ("x.png", image_bytes(160, 120), "image/png"),
+        "mask": ("m.png", buf.getvalue(), "image/png"),
+    }
+    j = client.post("/v1/models/mae/inpaint?format=json", files=files).json()
+    expected = np.zeros((4, 4), int)
+    expected[2, :] = 1
+    expected[0, 2] = 1
+    assert np.array_equal(j["mask"], expected), j["mask"]
+
+
 def test_tokens_many_images_json_and_npy(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
     files = [("images", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in range(3)]
     j = client.post("/v1/models/vqvae/tokens", files=files).json()
