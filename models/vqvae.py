@@ -129,10 +129,6 @@ class VectorQuantizer(nn.Module):
     ema_count: Tensor  # [K] EMA of how many vectors each code got per batch
     ema_sum: Tensor  # [K, D] EMA of the sum of those vectors
     initialized: Tensor  # bool scalar; saved, so a loaded model never re-runs k-means
-    # Set when the codebook was read from an exported artifact, whose graphs hold the codes but not their
-    # EMA statistics: the first training batch then seeds the statistics and keeps the codes (not saved:
-    # `initialized` is, once that batch has run).
-    keep_codebook: bool
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
@@ -144,7 +140,6 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.zeros(k))
         self.register_buffer("ema_sum", torch.zeros(k, d))
         self.register_buffer("initialized", torch.tensor(False))
-        self.keep_codebook = False
 
     def nearest(self, flat: Tensor) -> Tensor:
         """flat [M, D] -> index of the nearest code [M] int64, squared distances computed in fp32.
@@ -163,29 +158,36 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def initialize(self, flat: Tensor, generator: torch.Generator | None) -> None:
-        """k-means (spherical when normalised) on encoder outputs flat [M, D]; seeds codebook and EMA.
-
-        With `keep_codebook` the codes stay as loaded and only the EMA is seeded: every code starts with
-        the batch's average share of vectors (the global batch's, under data parallelism), so the first
-        updates leave the codes where they are, and a code the data does not use decays to the restart
-        threshold as in any run.
-        """
+        """k-means (spherical when normalised) on encoder outputs flat [M, D]; seeds codebook and EMA."""
         flat = self.project(flat.float())
         k = self.config.codebook_size
-        if self.keep_codebook:
-            ranks = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-            counts = torch.full((k,), flat.shape[0] * ranks / k, device=flat.device)
-        else:
-            self.embed.copy_(_sample_rows(flat, k, generator))
-            for _ in range(self.config.kmeans_iters):
-                idx = self.nearest(flat)
-                counts = torch.bincount(idx, minlength=k).float()
-                sums = torch.zeros_like(self.embed).index_add_(0, idx, flat)
-                used = counts > 0  # empty clusters keep their seed; the dead-code restart handles them later
-                self.embed[used] = self.project(sums[used] / counts[used, None])
-            counts = torch.bincount(self.nearest(flat), minlength=k).float()
+        self.embed.copy_(_sample_rows(flat, k, generator))
+        for _ in range(self.config.kmeans_iters):
+            idx = self.nearest(flat)
+            counts = torch.bincount(idx, minlength=k).float()
+            sums = torch.zeros_like(self.embed).index_add_(0, idx, flat)
+            used = counts > 0  # empty clusters keep their seed; the dead-code restart handles them later
+            self.embed[used] = self.project(sums[used] / counts[used, None])
+        counts = torch.bincount(self.nearest(flat), minlength=k).float()
         self.ema_count.copy_(counts)
         self.ema_sum.copy_(self.embed * counts[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def seed_statistics(self, vectors_per_step: float) -> None:
+        """Seed the EMA statistics for the codebook as it is, in place of k-means: for codes read from an
+        exported artifact, whose graphs hold the codes but not their statistics.
+
+        Every code gets the same count: the average share of `vectors_per_step` (the global batch's encoder
+        vectors), but at least enough to stay above the restart threshold for one EMA time constant
+        (1 / (1 - ema_decay) steps) without being used, so the statistics learn each code's real use before
+        a restart can take it, whatever the batch size.
+        """
+        cfg = self.config
+        grace = cfg.dead_code_threshold * cfg.ema_decay ** (-1.0 / (1.0 - cfg.ema_decay))
+        count = max(vectors_per_step / cfg.codebook_size, grace)
+        self.ema_count.fill_(count)
+        self.ema_sum.copy_(self.embed * count)
         self.initialized.fill_(True)
 
     @torch.no_grad()

@@ -146,12 +146,14 @@ def load_artifact_weights(path: str | Path, manifest: dict[str, Any], model: nn.
     - a weight still missing then is the one generated initializer left of its shape and dtype, if there is
       exactly one (the MAE's mask token, which the export feeds through an Identity);
     - a Bernoulli model's Gaussian scale is in no graph and no loss: it keeps its initial value;
-    - the VQ-VAE's EMA statistics are in no graph: they stay unset (`initialized` false), and the caller
-      sets the quantizer's `keep_codebook` so the first training batch seeds them and keeps the codes.
-    Then every graph of the artifact runs in ONNX Runtime beside the loaded model on the same inputs
-    (export's parity check, one batch of 2): a weight read into the wrong place fails here.
+    - the VQ-VAE's EMA statistics are in no graph: they stay unset (`initialized` false) for the caller
+      to seed (`VectorQuantizer.seed_statistics`; k-means would replace the codes).
+    Then each graph the manifest lists runs in ONNX Runtime beside the loaded model on the same inputs
+    (the export's parity check, one batch of 2 at the model's size): a weight read into the wrong place
+    fails here.
     """
     import onnx
+    from google.protobuf.message import DecodeError
 
     from training.export import check_parity, kind_export
 
@@ -159,8 +161,8 @@ def load_artifact_weights(path: str | Path, manifest: dict[str, Any], model: nn.
     expected = model.state_dict()
     try:
         tensors, loose = _graph_weights(folder, manifest, expected)
-    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
-        raise UserError(f"cannot read the weights of artifact {folder}: {exc}") from exc
+    except (OSError, ValueError, DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        raise UserError(f"cannot read the weights of artifact {folder}: {_first_line(exc)}") from exc
     unstored = {"log_sigma"} if manifest["training"]["model"].get("likelihood") == "bernoulli" else set()
     unstored |= {k for k in expected if k.startswith("quantizer.") and k != "quantizer.embed"}
     for key in unstored:
@@ -181,12 +183,30 @@ def load_artifact_weights(path: str | Path, manifest: dict[str, Any], model: nn.
         )
     load_tensors(tensors, model, f"artifact {folder}")
     spec = kind_export(model)
+    listed = manifest["graphs"]
+    graphs = [g for g in spec.graphs if g.name in listed]  # an older artifact may lack an optional graph
+    files = {name: entry["file"] for name, entry in listed.items()}
     try:
-        check_parity(spec.graphs, folder, spec.parity_sizes[:1], batches=(2,))
+        check_parity(graphs, folder, spec.parity_sizes[:1], batches=(2,), files=files)
     except UserError as exc:
         raise UserError(
             f"artifact {folder}: the weights read from its graphs do not reproduce them ({exc})"
         ) from exc
+    except _ort_errors() as exc:
+        raise UserError(f"artifact {folder}: ONNX Runtime cannot run its graphs: {_first_line(exc)}") from exc
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's errors for a graph it cannot load or run (each derives from Exception directly)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
+             "RuntimeException", "NotImplemented")  # fmt: skip
+    return tuple(getattr(state, name) for name in names)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _graph_weights(

@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -363,8 +363,10 @@ def check_parity(
     atol: float = IMAGE_ATOL,
     min_agreement: float = MIN_TOKEN_AGREEMENT,
     seed: int = 0,
+    files: Mapping[str, str] | None = None,
 ) -> list[ParityRow]:
-    """Run every graph `<folder>/<name>.onnx` in ONNX Runtime (CPU) and its torch module on the same inputs.
+    """Run every graph `<folder>/<name>.onnx` (or `<folder>/<files[name]>`) in ONNX Runtime (CPU) and its
+    torch module on the same inputs.
 
     Raises UserError naming the graph, output, batch and error at the first output outside tolerance.
     Float outputs are compared on the samples whose int64 outputs agree completely: one flipped token
@@ -372,7 +374,7 @@ def check_parity(
     """
     rows: list[ParityRow] = []
     for graph in graphs:
-        session = _ort_session(folder / f"{graph.name}.onnx")
+        session = _ort_session(folder / (files or {}).get(graph.name, f"{graph.name}.onnx"))
         for h, w in sizes:
             for batch in batches:
                 g = torch.Generator().manual_seed(seed + batch)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 import models
+from models.vqvae import DOWNSAMPLE
 from training import checkpoint as ckpt
 from training import distributed
 from training.config import (
@@ -261,7 +262,8 @@ class _Run:
         ckpt.load_tensors(exported.state_dict(), model, f"artifact {source}")
         quantizer = getattr(model, "quantizer", None)
         if quantizer is not None:  # the graphs hold the codes but not their EMA statistics
-            quantizer.keep_codebook = True
+            grid = model_config.image_size // DOWNSAMPLE  # token grid side at the training size
+            quantizer.seed_statistics(self.config.batch_size * self.world.size * grid * grid)
         return model, model_config
 
     def _make_data(self) -> None:

@@ -131,6 +131,32 @@ def test_dead_codes_are_restarted_on_encoder_outputs() -> None:
     assert (model.quantizer.ema_count[dead] >= model.config.dead_code_threshold).all()
 
 
+def test_seeded_statistics_keep_the_codebook_even_at_a_small_batch() -> None:
+    # Codes loaded from an artifact (no EMA statistics): seeding replaces k-means. The batch below gives
+    # each code 4 vectors on average, the restart threshold itself, and most codes none at all: with the
+    # average share as their count, the first update would restart every code this batch missed.
+    model = _model(codebook_size=64, dead_code_threshold=4.0)
+    quantizer = model.quantizer
+    with torch.no_grad():
+        quantizer.embed.copy_(quantizer.project(torch.randn(64, model.config.code_dim)))  # "trained" codes
+    codes = model.codebook.clone()
+    x = _images(n=16)  # 16 images x 4 x 4 tokens = 256 vectors = 4 per code
+    quantizer.seed_statistics(vectors_per_step=256)
+    seeded = quantizer.ema_count[0].item()
+    assert (
+        bool(quantizer.initialized)
+        and seeded >= 4.0
+        and torch.equal(quantizer.ema_count, torch.full((64,), seeded))
+    )
+    model.train()
+    for step in range(3):
+        _, logs = model.loss(x, generator=torch.Generator().manual_seed(step), step=step)
+        assert logs["dead_restarts"] == 0
+    unused = quantizer.ema_count <= seeded * model.config.ema_decay**3 + 1e-5  # no vector in 3 steps
+    assert unused.sum() >= 32  # most codes: this batch reaches few of them
+    torch.testing.assert_close(model.codebook[unused], codes[unused])  # no k-means, no restart: unmoved
+
+
 def test_normalized_lookup_keeps_z_e_and_codes_on_the_unit_sphere() -> None:
     model = _model()  # the presets normalise
     model.train()

@@ -1,6 +1,7 @@
 """The training loop, checkpoints and the `train` command, on tiny presets for a few steps."""
 
 import csv
+import hashlib
 import json
 import shutil
 import signal
@@ -221,6 +222,20 @@ def test_init_from_an_artifact_checks_the_weights_against_its_graphs(
         square = "blocks.0.attn.proj.weight"  # read without undoing the export's transpose
         tensors[square] = tensors[square].T.contiguous()
         return tensors, loose
+
+    # an older artifact without the optional reconstruct graph still loads; a graph that is not ONNX (with
+    # a manifest that agrees, so it gets past the sha256 check) is a one-line error
+    old = shutil.copytree(tiny_artifacts / "vqvae", tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / manifest["graphs"].pop("reconstruct")["file"]).unlink()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    argv = [*TINY, "--out", str(tmp_path / "from_old"), "--model", "vqvae", "--data", "photos"]
+    assert _cli([*argv, "--init-from", str(old)], capsys)[0] == 0
+    (old / "decoder.onnx").write_bytes(b"not a graph")
+    manifest["graphs"]["decoder"]["sha256"] = hashlib.sha256(b"not a graph").hexdigest()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _cli([*TINY, *out, "--model", "vqvae", "--data", "photos", "--init-from", str(old)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot read the weights of artifact" in err
 
     monkeypatch.setattr(checkpoint, "_graph_weights", misread)
     argv = [*TINY, *out, "--model", "mae", "--data", "photos", "--init-from", str(tiny_artifacts / "mae")]
