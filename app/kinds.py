@@ -155,8 +155,10 @@ class VAEAdapter(KindAdapter):
             eps = np.zeros((n, zdim), np.float32)
             bpd = (await model.run("elbo", {"image": x, "eps": eps}))["bits_per_dim"]
             return Score(bpd.astype(np.float64), "negative ELBO with eps=0 (z = mean)", "bits/dim")
-        # All samples in one run: the batch holds `samples` copies of every image.
-        eps = np.random.default_rng(seed).standard_normal((samples * n, zdim)).astype(np.float32)
+        # All samples in one run: the batch holds `samples` copies of every image. Every image gets the
+        # same `samples` draws, so its score does not depend on the other images in the request.
+        draws = np.random.default_rng(seed).standard_normal((samples, zdim)).astype(np.float32)
+        eps = np.repeat(draws, n, axis=0)  # row s * n + i: draw s for image i, as np.tile lays out x
         bpd = (await model.run("elbo", {"image": np.tile(x, (samples, 1, 1, 1)), "eps": eps}))["bits_per_dim"]
         mean = bpd.astype(np.float64).reshape(samples, n).mean(axis=0)
         return Score(mean, f"negative ELBO averaged over {samples} seeded samples (seed {seed})", "bits/dim")
@@ -263,9 +265,8 @@ class MAEAdapter(KindAdapter):
         reproducible), the visible ones kept, the removed ones predicted. An unmasked pass would show
         the decoder's guesses for patches it was never trained to return; `/inpaint` takes any mask."""
         m = manifest_of(model)
-        masks = random_patch_masks(
-            len(x), self.num_patches(m), self.score_mask_ratio, np.random.default_rng(0)
-        )
+        one = random_patch_masks(1, self.num_patches(m), self.score_mask_ratio, np.random.default_rng(0))
+        masks = np.repeat(one, len(x), axis=0)  # the same mask for every image, wherever it sits in the batch
         pred = await self.predict(model, x, masks)
         removed = expand_patch_mask(masks, m.height, m.width, self.patch(m))[:, None] > 0.5
         return np.where(removed, pred, x).astype(np.float32)
@@ -278,7 +279,10 @@ class MAEAdapter(KindAdapter):
             return await super().score(model, x, samples=0, seed=seed)
         m = manifest_of(model)
         n, length, p = len(x), self.num_patches(m), self.patch(m)
-        masks = random_patch_masks(samples * n, length, self.score_mask_ratio, np.random.default_rng(seed))
+        # the same `samples` masks for every image (row s * n + i: mask s), so a score does not depend on
+        # the other images in the request
+        drawn = random_patch_masks(samples, length, self.score_mask_ratio, np.random.default_rng(seed))
+        masks = np.repeat(drawn, n, axis=0)
         tiled = np.tile(x, (samples, 1, 1, 1))
         pred = await self.predict(model, tiled, masks)
         pixel_mask = expand_patch_mask(masks, m.height, m.width, p)[:, None]  # [S*N, 1, H, W]

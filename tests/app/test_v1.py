@@ -365,6 +365,18 @@ def test_score_per_kind(client: TestClient, image_bytes) -> None:  # type: ignor
     assert "reconstruction MSE" in plain["method"]
 
 
+@pytest.mark.parametrize(("kind", "query"), [("vae", "samples=4&seed=2"), ("mae", ""), ("mae", "samples=0")])
+def test_a_score_does_not_depend_on_the_other_images_in_the_request(  # type: ignore[no-untyped-def]
+    client: TestClient, image_bytes, kind: str, query: str
+) -> None:
+    a, b = (("image", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in (1, 2))
+    alone, first, second = (
+        client.post(f"/v1/models/{kind}/score?{query}", files=files).json()["scores"]
+        for files in ([a], [a, b], [b, a])
+    )
+    assert first[0] == pytest.approx(alone[0], rel=1e-5) and second[1] == pytest.approx(alone[0], rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_unsupported_operation_names_the_supported_ones(client: TestClient, kind: str) -> None:
     for op in {"inpaint", "tokens", "sample", "traverse", "interpolate"} - SUPPORTED[kind]:
