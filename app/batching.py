@@ -25,6 +25,12 @@ from app.errors import InferenceFailed, InvalidInput, NotReady, Overloaded
 Feeds = dict[str, np.ndarray]
 ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
 
+# The idle path runs a request on the event loop's thread only up to this many input values (an RGB
+# 128x128 image; every bundled model's own size is far below): a larger one, such as a full photograph
+# sent to a fully convolutional model with fit=none, takes seconds and goes to a worker thread, so the
+# loop keeps answering other connections and health probes meanwhile.
+INLINE_MAX_VALUES = 3 * 128 * 128
+
 
 class BatchObserver(Protocol):
     """Where a batcher reports what it does (the Prometheus metrics implement it)."""
@@ -93,8 +99,8 @@ class Batcher:
         graph). A batch never waits for more requests than could come: when no more are in flight than
         already wait here, it runs at once. inline_when_idle: a one-image request that is the only one in
         flight runs on the event loop's own thread (straight from `submit` when nothing is queued or
-        running here), skipping the queue and the hand-off to the executor; a request arriving meanwhile
-        waits at most that one small run."""
+        running here), skipping the queue and the hand-off to the executor, if its inputs are small
+        (INLINE_MAX_VALUES); a request arriving meanwhile waits at most that one small run."""
         self.name = name
         self._demand = demand
         self._inline_when_idle = inline_when_idle and demand is not None
@@ -161,7 +167,7 @@ class Batcher:
                 retry_after_s=self.retry_after_s,
             )
         now = time.perf_counter()
-        if not self._pending and not self._running and self._run_here(items):
+        if not self._pending and not self._running and self._run_here(feeds, items):
             # idle: nothing queued, nothing running, nobody else in flight; no queue, no task switch
             self._last_arrival = now
             self.stats.requests += 1
@@ -251,9 +257,15 @@ class Batcher:
             if batch:
                 await self._run_batch(batch)
 
-    def _run_here(self, items: int) -> bool:
-        """Run on the event loop's thread: a one-image batch while no other request is in flight."""
-        return self._inline_when_idle and items == 1 and self._demand is not None and self._demand() <= 1
+    def _run_here(self, feeds: Feeds, items: int) -> bool:
+        """Run on the event loop's thread: a small one-image batch while no other request is in flight."""
+        return (
+            self._inline_when_idle
+            and items == 1
+            and sum(a.size for a in feeds.values()) <= INLINE_MAX_VALUES
+            and self._demand is not None
+            and self._demand() <= 1
+        )
 
     def _run_now(self, feeds: Feeds, items: int, enqueued: float) -> Feeds:
         started = time.perf_counter()
@@ -283,7 +295,7 @@ class Batcher:
         items = sum(p.items for p in batch)
         self._running = True
         try:
-            if self._run_here(items):
+            if self._run_here(feeds, items):
                 outputs = self._run(feeds)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)

@@ -201,6 +201,7 @@ def test_a_lone_one_image_batch_runs_on_the_loop_thread_only_when_idle() -> None
         one, two = np.ones((1, 1), np.float32), np.ones((2, 1), np.float32)
         await b.submit({"x": one})  # idle, one image: here
         await b.submit({"x": two})  # two images: a worker thread
+        await b.submit({"x": np.ones((1, 3, 512, 512), np.float32)})  # one large image: a worker thread
         inflight[0] = 3
         out = await b.submit({"x": one})  # others in flight: a worker thread
         await b.close()
@@ -244,7 +245,11 @@ def test_a_request_stops_counting_in_flight_when_its_response_is_complete() -> N
 
     async def main() -> None:
         middleware = InflightLimitMiddleware(
-            app, limit=4, retry_after_s=1, respond=None, counter=counter  # type: ignore[arg-type]
+            app,
+            limit=4,
+            retry_after_s=1,
+            respond=None,
+            counter=counter,  # type: ignore[arg-type]
         )
         sent: list[dict] = []
 
