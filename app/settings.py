@@ -56,7 +56,14 @@ class Settings(BaseSettings):
 
     # Request limits
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest request body in bytes.")
-    max_pixels: int = Field(default=4096 * 4096, ge=1, description="Largest decoded image, width*height.")
+    max_pixels: int = Field(
+        default=4096 * 4096,
+        ge=1,
+        description=(
+            "Largest decoded image, width*height; also the most pixels one request's images may come to "
+            "at the model's input (several images kept at their size with fit=none)."
+        ),
+    )
     max_images: int = Field(default=256, ge=1, description="Most images in one request (bulk tokens).")
     max_steps: int = Field(default=64, ge=2, description="Most interpolation/traversal steps.")
     max_samples: int = Field(

@@ -152,6 +152,19 @@ async def _fitted(
             one = await run_in_threadpool(load, opened)
         return one.array[None], [one]
 
+    # The limit on pixels holds for the request in all, as for latents and v2 tensors: images kept at
+    # their own size (fit=none) are counted from their headers, before any is decoded.
+    if fit == "none":
+        sizes = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field).size for b in data]
+        total = sum(w * h for w, h in sizes)
+    else:
+        total = len(data) * m.height * m.width
+    if total > settings.max_pixels:
+        raise PayloadTooLarge(
+            f"{len(data)} images in {field!r} come to {total} pixels at the model's input, over the pixel "
+            f"limit of {settings.max_pixels} for one request; send fewer or smaller images",
+            field=field,
+        )
     # One worker thread per core, each decoding its share one image after another: Pillow releases the
     # GIL while it decodes, so a bulk request uses every core, at most one full-size image per thread is
     # in memory at once, and a request costs one thread hand-off per core rather than one per image.

@@ -62,6 +62,25 @@ def test_an_empty_api_key_is_no_key(tiny_artifacts: Path, make_settings) -> None
             assert c.get("/v1/models", headers={"Authorization": "Bearer anything"}).status_code == 200
 
 
+def test_max_pixels_holds_for_a_requests_images_in_all(
+    tiny_artifacts: Path, make_settings, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    """Each image passes the per-image limit, but kept at their size (fit=none) four of them do not."""
+    with TestClient(create_app(make_settings(tiny_artifacts, max_pixels=3 * 64 * 64))) as c:
+        one = ("images", ("a.png", image_bytes(64, 64), "image/png"))
+        assert c.post("/v1/models/vqvae/tokens?fit=none", files=[one] * 3).status_code == 200
+        r = c.post("/v1/models/vqvae/tokens?fit=none", files=[one] * 4)
+        assert r.status_code == 413 and "16384 pixels" in r.json()["error"]["message"]
+        assert r.json()["error"]["field"] == "images"
+        fitted = c.post("/v1/models/vqvae/tokens", files=[one] * 4)  # fitted to the model's 16x16 first
+        assert fitted.status_code == 200 and fitted.json()["shape"] == [4, 4, 4]
+    with TestClient(create_app(make_settings(tiny_artifacts))) as c:
+        # over registry.LARGE_RUN_VALUES (3 x 1184^2 values): a session of its own for this run
+        big = ("images", ("big.png", image_bytes(1184, 1184), "image/png"))
+        r = c.post("/v1/models/vqvae/tokens?fit=none", files=[big])
+        assert r.status_code == 200 and r.json()["shape"] == [1, 296, 296]
+
+
 def test_steps_follow_the_max_steps_setting(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     """AESERVE_MAX_STEPS is the one cap on interpolation and traversal steps, above 64 too."""
     with TestClient(create_app(make_settings(tiny_artifacts, max_steps=80))) as c:

@@ -155,7 +155,10 @@ def test_service_scenarios_have_no_errors(results: Path) -> None:
 def test_training_cold_start_and_profile(results: Path) -> None:
     rows = _read(results, "training")["rows"]
     assert [(r["kind"], r["precision"]) for r in rows] == [
-        ("vqvae", "fp32"), ("mae", "fp32"), ("vqvae", "bf16 autocast"), ("mae", "bf16 autocast")
+        ("vqvae", "fp32"),
+        ("mae", "fp32"),
+        ("vqvae", "bf16 autocast"),
+        ("mae", "bf16 autocast"),
     ]
     assert all(r["images_per_s"] > 0 and r["steps_timed"] >= 1 for r in rows)
     cold = _read(results, "coldstart")
@@ -308,3 +311,26 @@ def test_bench_presets_are_the_models_presets() -> None:
     from bench.__main__ import PRESETS
 
     assert PRESETS == models.PRESET_NAMES
+
+
+def test_large_images_reports_memory_and_the_health_probe(tiny_artifacts: Path, tmp_path: Path) -> None:
+    from bench.large_images import main
+
+    out = tmp_path / "large.json"
+    argv = [
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--artifacts",
+        str(tiny_artifacts),
+        "--idle",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert (figures["width"], figures["height"]) == (64, 48)
+    assert all(figures[k] > 0 for k in figures)  # memory read from /proc, times measured
+    assert set(figures) >= {"rss_after_reconstruct_mib", "rss_after_encode_mib", "rss_after_interpolate_mib"}
