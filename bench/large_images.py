@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.width % 4 or args.height % 4 or min(args.width, args.height) < 4:
         p.error("--width and --height must be positive multiples of 4 (the VQ-VAE's downsampling)")
-    log = Path(args.out.parent if args.out else Path("/tmp")) / "large_images.server.log"
+    log = (args.out.parent if args.out else Path(tempfile.gettempdir())) / "work" / "large_images.server.log"
     if not (args.artifacts / "vqvae" / "manifest.json").is_file():
         p.error(f"no vqvae artifact in {args.artifacts}")
     figures = measure(args.width, args.height, args.artifacts, log, idle_s=args.idle)
