@@ -262,6 +262,16 @@ class Registry:
         self._reload_lock: asyncio.Lock | None = None
         self._retired: list[Batcher] = []
 
+    def not_ready(self) -> str | None:
+        """Why the service is not ready, or None: it is starting, or (with `strict_readiness`, as
+        Triton's default) some model is unavailable."""
+        if not self.started:
+            return "the service is starting"
+        broken = [f"{m.name} ({m.reason})" for m in self.models.values() if not m.ready]
+        if broken and self.settings.strict_readiness:
+            return "unavailable: " + "; ".join(broken) + " (AESERVE_STRICT_READINESS=false serves the others)"
+        return None
+
     @classmethod
     def load(cls, settings: Settings) -> "Registry":
         """Load every `<model_dir>/<name>/` with a manifest; refuses per the provider and strictness rules."""

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     )
     strict_startup: bool = Field(default=False, description="Fail start-up when any model cannot load.")
     warmup: bool = Field(default=True, description="Run every graph once before reporting ready.")
+    strict_readiness: bool = Field(
+        default=True,
+        description="Report not ready (503) while any model is unavailable, as Triton does by default; "
+        "false: ready once started, serving the models that loaded.",
+    )
     intra_op_threads: int = Field(
         default=0, ge=0, description="CPU threads per session; 0 = cores / workers."
     )

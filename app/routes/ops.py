@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from app import version
 from app.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key
-from app.errors import NotReady, error_responses
+from app.errors import ErrorBody, NotReady, error_responses
 from app.metrics import CONTENT_TYPE_LATEST
 
 health = APIRouter(tags=["health"], responses=error_responses(503))
@@ -29,14 +29,16 @@ async def healthz() -> dict[str, str]:
 
 
 @health.get("/readyz", summary="Readiness (no API key): models loaded and warmed up")
-async def readyz(request: Request) -> dict[str, Any]:
+async def readyz(request: Request) -> Any:
     registry = getattr(request.app.state, "registry", None)
     if registry is None or not registry.started:
         raise NotReady("the service is starting")
-    return {
-        "status": "ready",
-        "models": {name: "ready" if m.ready else "unavailable" for name, m in registry.models.items()},
-    }
+    models = {name: "ready" if m.ready else "unavailable" for name, m in registry.models.items()}
+    problem = registry.not_ready()
+    if problem is not None:  # the error body, plus each model's status
+        body = ErrorBody(NotReady.code, problem).v1()
+        return JSONResponse({**body, "status": "not_ready", "models": models}, status_code=503)
+    return {"status": "ready", "models": models}
 
 
 @router.get(

@@ -44,6 +44,9 @@ async def ready(request: Request) -> dict[str, bool]:
     registry = getattr(request.app.state, "registry", None)
     if registry is None or not registry.started:
         raise NotReady("the service is starting")
+    problem = registry.not_ready()
+    if problem is not None:
+        raise NotReady(problem)
     return {"ready": True}
 
 

@@ -66,9 +66,25 @@ def test_broken_models_are_unavailable_while_others_serve(
         assert "missing" in r.json()["error"]["message"]
         ok = c.post("/v1/models/beta_vae/reconstruct", files={"image": ("x.png", image_bytes(), "image/png")})
         assert ok.status_code == 200
-        assert c.get("/readyz").json()["models"]["vae"] == "unavailable"
+        ready = c.get("/readyz")  # strict readiness (the default, as in Triton): not ready, each model named
+        assert ready.status_code == 503 and ready.json()["models"] == {
+            "beta_vae": "ready", "vae": "unavailable", "vqvae": "unavailable", "mae": "unavailable"
+        }  # fmt: skip
+        assert all(f"{name} (" in ready.json()["error"]["message"] for name in ("vae", "vqvae", "mae"))
+        v2 = c.get("/v2/health/ready")
+        assert v2.status_code == 503 and "decoder.onnx is missing" in v2.json()["error"]
         assert c.get("/v2/models/vae_decoder").status_code == 404
         assert 'aeserve_model_ready{model="vae"} 0.0' in c.get("/metrics").text
+
+
+def test_without_strict_readiness_a_broken_model_leaves_the_service_ready(  # type: ignore[no-untyped-def]
+    artifact_copy: Path, make_settings
+) -> None:
+    break_models(artifact_copy)
+    with TestClient(create_app(make_settings(artifact_copy, strict_readiness=False))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["models"]["vae"] == "unavailable"
+        assert c.get("/v2/health/ready").json() == {"ready": True}
 
 
 def test_strict_startup_fails_on_a_broken_model(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
