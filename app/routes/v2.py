@@ -7,6 +7,7 @@ goes through the same batchers as v1. Errors are {"error": "<message>"}.
 """
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,14 @@ from fastapi.responses import Response
 
 from app import version
 from app.deps import RegistryDep, SettingsDep, require_api_key
-from app.errors import InvalidInput, NotReady, PayloadTooLarge, error_responses
+from app.errors import (
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    error_responses,
+)
 from app.manifest import TensorSpec
 from app.registry import Graph, Model
 from app.settings import Settings
@@ -30,7 +38,7 @@ router = APIRouter(
     prefix="/v2",
     tags=["v2"],
     dependencies=[Depends(require_api_key)],
-    responses=error_responses(400, 401, 404, 413, 429, 500, 503, v2=True),
+    responses=error_responses(400, 401, 404, 413, 415, 429, 500, 503, v2=True),
 )
 
 
@@ -63,29 +71,59 @@ def _tensor_meta(t: TensorSpec) -> dict[str, Any]:
     }
 
 
-def _graph(registry: Any, graph: str) -> Graph:
+VERSION = "1"  # every graph has one version; an artifact's identity is its manifest's (GET /v1/models/{name})
+
+
+def _graph(registry: Any, graph: str, version: str | None = None) -> Graph:
     found: Graph = registry.graph(graph)
+    if version is not None and version != VERSION:
+        raise ModelNotFound(f"{graph} has no version {version!r}; its only version is {VERSION!r}")
     return found
 
 
 @router.get("/models/{graph}", summary="Graph metadata")
 @router.get("/models/{graph}/versions/{version}", include_in_schema=False)
-async def model_metadata(graph: str, registry: RegistryDep) -> dict[str, Any]:
+async def model_metadata(graph: str, registry: RegistryDep, version: str | None = None) -> dict[str, Any]:
     """Name, platform, and each input and output: name, datatype (FP32/INT64), shape (-1 = dynamic)."""
-    g = _graph(registry, graph)
+    g = _graph(registry, graph, version)
     return {
         "name": g.v2_name,
-        "versions": ["1"],
+        "versions": [VERSION],
         "platform": "onnxruntime_onnx",
         "inputs": [_tensor_meta(t) for t in g.spec.inputs],
         "outputs": [_tensor_meta(t) for t in g.spec.outputs],
     }
 
 
+@router.get("/models/{graph}/config", summary="Graph configuration, in Triton's model configuration form")
+@router.get("/models/{graph}/versions/{version}/config", include_in_schema=False)
+async def model_config(
+    graph: str, registry: RegistryDep, settings: SettingsDep, version: str | None = None
+) -> dict[str, Any]:
+    """What Triton's GET .../config gives and its tools (perf_analyzer) read: the platform, the batch a
+    run may hold (max_batch_size; dims then leave the batch axis out, -1 = dynamic) and dynamic batching."""
+    g = _graph(registry, graph, version)
+
+    def tensor(t: TensorSpec) -> dict[str, Any]:
+        dims = [d if isinstance(d, int) else -1 for d in t.shape[1:]]
+        return {"name": t.name, "data_type": "TYPE_" + _BY_DTYPE.get(t.dtype, t.dtype.upper()), "dims": dims}
+
+    return {
+        "name": g.v2_name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": settings.max_batch_size,
+        "input": [tensor(t) for t in g.spec.inputs],
+        "output": [tensor(t) for t in g.spec.outputs],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(settings.max_delay_ms * 1000)},
+    }
+
+
 @router.get("/models/{graph}/ready", summary="Graph readiness")
 @router.get("/models/{graph}/versions/{version}/ready", include_in_schema=False)
-async def model_ready(graph: str, registry: RegistryDep) -> dict[str, Any]:
-    g = _graph(registry, graph)
+async def model_ready(graph: str, registry: RegistryDep, version: str | None = None) -> dict[str, Any]:
+    g = _graph(registry, graph, version)
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
     return {"name": g.v2_name, "ready": True}
@@ -188,6 +226,32 @@ def _check_values(model: Model | None, feeds: dict[str, np.ndarray]) -> None:
         problem = model.adapter.feeds_problem(model.manifest, feeds)
         if problem is not None:
             raise InvalidInput(problem)
+
+
+def _decompressed(body: bytes, encoding: str | None, settings: Settings) -> bytes:
+    """The body as sent before Content-Encoding (gzip or deflate), at most MAX_BODY_BYTES once inflated."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {coding!r} is not supported; use gzip or deflate")
+    # gzip: a gzip header; deflate: a zlib stream (RFC 9110), or a raw one from some clients
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
+    try:
+        try:
+            out = inflater.decompress(body, settings.max_body_bytes + 1)
+        except zlib.error:
+            if coding != "deflate":
+                raise
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = inflater.decompress(body, settings.max_body_bytes + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {coding} data: {exc}") from exc
+    if len(out) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the {coding} body inflates to over {settings.max_body_bytes} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"the {coding} body is truncated")
+    return out
 
 
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -296,14 +360,18 @@ _INFER_RESPONSE = {
     },
 )
 @router.post("/models/{graph}/versions/{version}/infer", include_in_schema=False)
-async def infer(graph: str, request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+async def infer(
+    graph: str, request: Request, registry: RegistryDep, settings: SettingsDep, version: str | None = None
+) -> Response:
     """Inputs are checked by name, datatype and shape against the graph, batched with other requests,
     and the outputs returned as JSON data or, when asked (binary_data / binary_data_output), as raw
-    little-endian bytes after the JSON header."""
-    g = _graph(registry, graph)
+    little-endian bytes after the JSON header. A body may come compressed (Content-Encoding gzip or
+    deflate, as tritonclient's request_compression_algorithm sends it)."""
+    g = _graph(registry, graph, version)
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
-    doc, binary = _parse(await request.body(), request.headers.get("inference-header-content-length"))
+    body = _decompressed(await request.body(), request.headers.get("content-encoding"), settings)
+    doc, binary = _parse(body, request.headers.get("inference-header-content-length"))
     items = {i["name"]: i for i in doc["inputs"]}
     specs = {t.name: t for t in g.spec.inputs}
     unknown = sorted(set(items) - set(specs))
@@ -341,7 +409,13 @@ def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> 
             "datatype": _BY_DTYPE[str(array.dtype)],
             "shape": list(array.shape),
         }
-        if bool(_parameters(out, f"output {name!r}").get("binary_data", default_binary)):
+        params = _parameters(out, f"output {name!r}")
+        if "classification" in params:
+            raise InvalidInput(
+                f"output {name!r}: classification (class_count) is not supported; outputs are images, "
+                "latents, tokens and scores"
+            )
+        if bool(params.get("binary_data", default_binary)):
             blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
             meta["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -1,6 +1,8 @@
 """The Open Inference Protocol v2 over the raw graphs: metadata, JSON and binary tensors, errors."""
 
+import gzip
 import json
+import zlib
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -175,3 +177,40 @@ def test_errors_follow_the_protocol(client: TestClient) -> None:
     too_big = {"name": "tokens", "shape": [1, 4, 4], "datatype": "INT64", "data": [2**70] * 16}
     status, body = infer("vqvae_decoder", [too_big])
     assert status == 400 and "INT64" in body["error"]
+
+
+def test_versions_config_compression_and_classification_as_triton_clients_use_them(
+    client: TestClient,
+) -> None:
+    assert client.get("/v2/models/vqvae_encoder/versions/1").json()["versions"] == ["1"]
+    for path in ("/versions/7", "/versions/7/ready", "/versions/2/config"):
+        r = client.get(f"/v2/models/vqvae_encoder{path}")
+        assert r.status_code == 404 and "only version is '1'" in r.json()["error"], path
+    config = client.get("/v2/models/vqvae_encoder/config").json()
+    assert config["name"] == "vqvae_encoder" and config["max_batch_size"] >= 1
+    assert config["input"] == [{"name": "image", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
+    assert config["output"][1] == {"name": "tokens", "data_type": "TYPE_INT64", "dims": [-1, -1]}
+
+    z = np.random.default_rng(1).standard_normal((1, 4)).astype(np.float32)
+    doc = {"inputs": [{"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": z.ravel().tolist()}]}
+    plain = client.post("/v2/models/vae_decoder/infer", json=doc).json()
+    raw = json.dumps(doc).encode()
+    for coding, body in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        r = client.post("/v2/models/vae_decoder/versions/1/infer", content=body,
+                        headers={"Content-Encoding": coding, "Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["outputs"] == plain["outputs"], coding
+    bad = {"br": (raw, 415), "gzip": (b"not gzip at all", 400)}
+    for coding, (body, status) in bad.items():
+        r = client.post("/v2/models/vae_decoder/infer", content=body, headers={"Content-Encoding": coding})
+        assert r.status_code == status and isinstance(r.json()["error"], str), coding
+    bomb = gzip.compress(b" " * (20 * 2**20 + 1))  # 20 KiB that inflate past AESERVE_MAX_BODY_BYTES
+    r = client.post("/v2/models/vae_decoder/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "inflates" in r.json()["error"]
+    cut = client.post("/v2/models/vae_decoder/infer", content=gzip.compress(raw)[:-12],
+                      headers={"Content-Encoding": "gzip"})  # fmt: skip
+    assert cut.status_code == 400 and "truncated" in cut.json()["error"]
+    r = client.post(
+        "/v2/models/vae_decoder/infer",
+        json={**doc, "outputs": [{"name": "image", "parameters": {"classification": 3}}]},
+    )
+    assert r.status_code == 400 and "classification" in r.json()["error"]
