@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-Image-Fit", "Retry-After"],
+            expose_headers=["X-Request-ID", "X-Image-Fit", "X-Model-Version", "Retry-After"],
         )
     app.add_middleware(
         BodyLimitMiddleware,

@@ -141,6 +141,9 @@ class Model:
     model_card: str | None = None
     reason: str | None = None
     fingerprint: str | None = None  # of the folder's files when loaded (see _fingerprint)
+    # The artifact's identity: the first 16 hex digits of its manifest's sha256, which names the sha256 of
+    # every graph and array, so any change to a weight is a new version. Sent as X-Model-Version.
+    version: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -208,6 +211,7 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
     model = Model(name=folder.name, folder=folder, fingerprint=_fingerprint(folder))
     try:
         manifest = read_manifest(folder)
+        model.version = sha256_file(folder / "manifest.json")[:16]
         model.name = manifest.name
         adapter = ADAPTERS.get(manifest.kind)
         if adapter is None:

@@ -27,6 +27,7 @@ def model_info(model: Model) -> dict[str, Any]:
         "kind": model.kind,
         "status": "ready" if model.ready else "unavailable",
         "reason": model.reason,
+        "version": model.version,
         "operations": list(model.adapter.operations) if model.adapter else [],
     }
     if m is None:
@@ -47,6 +48,7 @@ def model_info(model: Model) -> dict[str, Any]:
         "num_patches": m.num_patches,
         "graphs": {g.name: {"provider": g.provider, "v2_name": g.v2_name} for g in model.graphs.values()},
         "metrics": m.metrics,
+        "created": m.raw.get("created"),
         "model_card": model.model_card,
     }
     return info

@@ -78,13 +78,14 @@ def test_reload_swaps_atomically_and_rejects_a_bad_version_under_load(
     png = good_png()
     with TestClient(create_app(make_settings(artifact_copy))) as c:
         statuses: list[int] = []
+        versions: list[str] = []  # X-Model-Version of each answer
         stop = threading.Event()
 
         def hammer() -> None:
             while not stop.is_set():
-                statuses.append(
-                    c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", png)}).status_code
-                )
+                r = c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", png)})
+                statuses.append(r.status_code)
+                versions.append(r.headers.get("x-model-version", ""))
 
         old = c.app.state.registry.models["vae"]
         with ThreadPoolExecutor(4) as pool:
@@ -108,6 +109,9 @@ def test_reload_swaps_atomically_and_rejects_a_bad_version_under_load(
         assert "sha256" in third["rejected"]["mae"] and c.get("/v1/models/mae").json()["status"] == "ready"
         model = c.get("/v1/models/vae").json()
         assert model["status"] == "ready" and model["metrics"]["psnr"] == 99.0  # the good new version serves
+        # every answer names the version that computed it: the old one, then the new one
+        assert old.version and model["version"] and model["version"] != old.version
+        assert set(versions) == {old.version, model["version"]} and versions[0] == old.version
         assert len(statuses) > 20 and set(statuses) == {200}  # no request failed across both reloads
         assert all(not g.batcher.running for g in old.graphs.values())  # the replaced version's workers ended
 
