@@ -223,7 +223,8 @@ class VQVAEAdapter(KindAdapter):
         return (await model.run("decoder_continuous", {"z_e": z.astype(np.float32)}))["image"]
 
     async def encode(self, model: GraphRunner, x: np.ndarray) -> Feeds:
-        return {"tokens": (await model.run("encoder", {"image": x}))["tokens"]}
+        out = await model.run("encoder", {"image": x})
+        return {"tokens": out["tokens"], "z_e": out["z_e"]}  # tokens first: the main array
 
     async def decode_tokens(self, model: GraphRunner, tokens: np.ndarray) -> np.ndarray:
         return (await model.run("decoder", {"tokens": tokens.astype(np.int64)}))["image"]

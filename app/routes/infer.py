@@ -331,8 +331,11 @@ async def reconstruct(
 
 @router.post(
     "/encode",
-    summary="Encode an image to its latent",
-    openapi_extra=_body({"image": "The image"}),
+    summary="Encode an image (or many) to latents",
+    openapi_extra=_body(
+        {"image": "One image", "images": "Many images: repeat the field; arrays gain a leading axis"},
+        required=(),
+    ),
     responses={
         200: {
             "content": {"application/json": {}, "application/x-npy": {}},
@@ -356,27 +359,41 @@ async def encode(
     sample: Annotated[bool, Query(description="VAE kinds: add z = mean + exp(logvar/2)*eps")] = False,
     seed: SeedQuery = 0,
 ) -> Response:
-    """VAE kinds: {"mean", "logvar"} (and "sample"); VQ-VAE: {"tokens": [[...]], "codebook_size"};
-    MAE: {"embedding"}."""
+    """VAE kinds: {"mean", "logvar"} (and "sample"); VQ-VAE: {"tokens": [[...]], "z_e", "codebook_size"};
+    MAE: {"embedding"}. One image under `image`; many under `images` (repeated), and then every array
+    has a leading axis, one row per image in upload order, and `fit` is a list. A row is what that image
+    alone would give (a sample's eps is drawn from `seed` for each image the same way)."""
     model = _serving(request, registry, name)
     m, adapter = model.require("encode")
     if sample and not isinstance(adapter, VAEAdapter):
         raise InvalidInput(f"sample=true applies to the VAE kinds, not {m.kind}", field="sample")
-    upload = await read_upload(request, max_images=settings.max_images)
-    x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
+    upload = await read_upload(request, fields=("image", "images"), max_images=settings.max_images)
+    many = upload.images("images", required=False)
+    if many and upload.images("image", required=False):
+        raise InvalidInput("send one image as 'image' or many as 'images', not both", field="images")
+    field = "images" if many else "image"
+    x, fitted = await _fitted(many or [upload.one("image")], m, model, settings, fit, field)
     arrays = await adapter.encode(model, x)
     if sample:
-        arrays["sample"] = reparameterize(arrays["mean"], arrays["logvar"], np.random.default_rng(seed))
-    headers = _fit_header([fitted[0].description])
+        mean, logvar = arrays["mean"], arrays["logvar"]
+        arrays["sample"] = np.concatenate(
+            [
+                reparameterize(mean[i : i + 1], logvar[i : i + 1], np.random.default_rng(seed))
+                for i in range(len(x))
+            ]
+        )
+    fits = [f.description for f in fitted]
+    headers = _fit_header(fits)
+    rows = (lambda a: a) if many else (lambda a: a[0])  # many: keep the leading axis
     if format == "npy":
         main = "sample" if sample else next(iter(arrays))
-        return _npy(arrays[main][0], headers | {"X-Array": main})
-    body: dict[str, Any] = {k: v[0].tolist() for k, v in arrays.items()}
+        return _npy(rows(arrays[main]), headers | {"X-Array": main})
+    body: dict[str, Any] = {k: rows(v).tolist() for k, v in arrays.items()}
     if model.codebook is not None:
         body["codebook_size"] = int(model.codebook.shape[0])
     if sample:
         body["seed"] = seed
-    body["fit"] = fitted[0].description
+    body["fit"] = fits if many else fits[0]
     return JSONResponse(body, headers=headers)
 
 

@@ -118,6 +118,34 @@ def test_encode_shapes_seeded_sample_and_npy(client: TestClient, image_bytes) ->
     assert len(mae["embedding"]) == info(client, "mae")["latent"]["shape"][0]
     bad = client.post("/v1/models/mae/encode?sample=true", files=upload(img))
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "sample"
+    assert np.array(vq["z_e"]).shape == (4, 4, 4)  # VQ-VAE: the continuous latent too [D, h, w]
+
+
+@pytest.mark.parametrize(("kind", "query"), [("vae", "sample=true&seed=3"), ("vqvae", ""), ("mae", "")])
+def test_encode_many_images_gives_each_row_as_alone(  # type: ignore[no-untyped-def]
+    client: TestClient, image_bytes, kind: str, query: str
+) -> None:
+    imgs = [image_bytes(seed=i) for i in range(3)]
+    many = client.post(
+        f"/v1/models/{kind}/encode?{query}",
+        files=[("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(imgs)],
+    )
+    assert many.status_code == 200 and len(many.json()["fit"]) == 3
+    for i, img in enumerate(imgs):
+        alone = client.post(f"/v1/models/{kind}/encode?{query}", files=upload(img)).json()
+        for key, value in alone.items():
+            if key not in ("fit", "codebook_size", "seed"):
+                np.testing.assert_allclose(many.json()[key][i], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    stacked = client.post(
+        f"/v1/models/{kind}/encode?{query}&format=npy",
+        files=[("images", ("a.png", b, "image/png")) for b in imgs],
+    )
+    assert np.load(io.BytesIO(stacked.content)).shape[0] == 3
+    both = client.post(
+        f"/v1/models/{kind}/encode",
+        files=[("image", ("a.png", imgs[0], "image/png")), ("images", ("b.png", imgs[1], "image/png"))],
+    )
+    assert both.status_code == 422 and both.json()["error"]["field"] == "images"
 
 
 def test_mae_reconstruct_keeps_a_quarter_of_the_patches_and_predicts_the_rest(
