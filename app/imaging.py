@@ -19,7 +19,7 @@ FORMATS = {
     "PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
 }  # fmt: skip
 IMAGE_CONTENT_TYPES = frozenset({*FORMATS.values(), "image/jpg"})
-FIT_MODES = ("center-crop", "resize", "pad", "none")
+FIT_MODES = ("center-crop", "resize", "pad", "none", "trim")
 DEFAULT_FIT = "center-crop"
 _RESAMPLE = Image.Resampling.BICUBIC
 
@@ -120,9 +120,11 @@ def fit(
     resample: Image.Resampling = _RESAMPLE,
 ) -> Image.Image:
     """Fit to height x width: `center-crop` (scale the short side, crop the centre), `resize` (stretch),
-    `pad` (scale the long side, pad with black) or `none` (keep; the size must match, or for a fully
-    convolutional model (`multiple` set) each side must be a multiple of it). The geometry depends on the
-    sizes and the mode only, never on `resample`."""
+    `pad` (scale the long side, pad with black), `none` (keep; the size must match, or for a fully
+    convolutional model (`multiple` set) each side must be a multiple of it) or `trim` (a fully
+    convolutional model only: keep the size less what exceeds a multiple, cut evenly from both edges,
+    at most `multiple` - 1 pixels per axis). The geometry depends on the sizes and the mode only, never on
+    `resample`."""
     if img.size == (width, height) and mode in FIT_MODES:
         return img  # every mode leaves an image of the model's size as it is
     if mode == "resize":
@@ -131,6 +133,21 @@ def fit(
         return ImageOps.fit(img, (width, height), resample)
     if mode == "pad":
         return ImageOps.pad(img, (width, height), resample, color=0)
+    if mode == "trim":
+        if not multiple:
+            raise InvalidInput(
+                f"fit=trim keeps the image's size, which only a fully convolutional model takes; this one "
+                f"takes {width}x{height}: use center-crop, resize or pad",
+                field="fit",
+            )
+        w, h = img.size
+        keep_w, keep_h = w - w % multiple, h - h % multiple
+        if not keep_w or not keep_h:
+            raise InvalidInput(
+                f"{field} is {w}x{h}; fit=trim needs sides of at least {multiple}", field="fit"
+            )
+        left, top = (w - keep_w) // 2, (h - keep_h) // 2
+        return img.crop((left, top, left + keep_w, top + keep_h))
     if mode == "none":
         w, h = img.size
         if (w, h) == (width, height):

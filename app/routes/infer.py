@@ -78,11 +78,12 @@ router = APIRouter(
 )
 
 FitQuery = Annotated[
-    Literal["center-crop", "resize", "pad", "none"],
+    Literal["center-crop", "resize", "pad", "none", "trim"],
     Query(
         description="How an image of another size is fitted: center-crop (scale the short side, crop), "
         "resize (stretch), pad (scale the long side, pad black), none (keep; VQ-VAE accepts "
-        "any size whose sides are multiples of its downsample factor). Reported in X-Image-Fit."
+        "any size whose sides are multiples of its downsample factor), trim (VQ-VAE: keep the size "
+        "less the remainder beyond such a multiple, cut evenly from both edges). Reported in X-Image-Fit."
     ),
 ]
 SeedQuery = Annotated[int, Query(ge=0, le=2**63 - 1, description="Seed of numpy's default_rng.")]
@@ -186,7 +187,7 @@ async def _fitted(
 
     # The limit on pixels holds for the request in all, as for latents and v2 tensors: images kept at
     # their own size (fit=none) are counted from their headers, before any is decoded.
-    if fit == "none":
+    if fit in ("none", "trim"):  # trim keeps all but a few pixels
         sizes = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field).size for b in data]
         total = sum(w * h for w, h in sizes)
     else:

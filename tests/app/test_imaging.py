@@ -78,6 +78,21 @@ def test_fit_none_keeps_multiples_only_when_allowed() -> None:
     assert info.value.field == "fit"
 
 
+def test_fit_trim_cuts_the_remainder_evenly_for_a_fully_convolutional_model() -> None:
+    a = np.zeros((19, 14, 3), np.uint8)  # 14 wide, 19 high: 2 and 3 pixels over a multiple of 4
+    a[1:17, 1:13] = 255  # the part trim keeps: columns 1..12, rows 1..16
+    data = encode(Image.fromarray(a), "PNG")
+    kept = imaging.load_fitted(data, height=8, width=8, channels=3, mode="trim", max_pixels=10**6, multiple=4)
+    assert kept.array.shape == (3, 16, 12) and kept.array.min() == 1.0
+    assert kept.description == "trim 14x19 -> 12x16"
+    with pytest.raises(InvalidInput, match="fully convolutional") as info:
+        fitted(data, "trim")  # no multiple: a fixed-size model
+    assert info.value.field == "fit"
+    with pytest.raises(InvalidInput, match="at least 4"):
+        imaging.load_fitted(encode(Image.new("RGB", (3, 9)), "PNG"), height=8, width=8, channels=3,
+                            mode="trim", max_pixels=10**6, multiple=4)  # fmt: skip
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height but carries no pixel data (a decompression bomb's header)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)

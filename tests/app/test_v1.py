@@ -346,6 +346,10 @@ def test_tokens_many_images_json_and_npy(client: TestClient, image_bytes) -> Non
         "/v1/models/vqvae/tokens?fit=none", files=[("images", ("a.png", image_bytes(18, 18), "image/png"))]
     )
     assert odd.status_code == 422 and odd.json()["error"]["field"] == "fit"
+    trimmed = client.post(
+        "/v1/models/vqvae/tokens?fit=trim", files=[("images", ("a.png", image_bytes(18, 18), "image/png"))]
+    )
+    assert trimmed.json()["shape"] == [1, 4, 4] and trimmed.json()["fit"] == ["trim 18x18 -> 16x16"]
 
 
 def test_codebook(client: TestClient, tiny_artifacts: Path) -> None:
