@@ -322,6 +322,10 @@ class _Run:
         self._say(self._describe())
         try:
             self._loop(bar, callback)
+            bar.close()
+            distributed.sync_buffers(self.model, self.world)
+            if self.last_val.get("step") != self.step:  # inside: a Ctrl-C here still saves the steps done
+                self._validate()
         except KeyboardInterrupt:
             bar.close()
             if self.world.is_main:
@@ -332,9 +336,6 @@ class _Run:
             bar.close()
             if self.metrics:
                 self.metrics.close()
-        distributed.sync_buffers(self.model, self.world)
-        if self.last_val.get("step") != self.step:
-            self._validate()
         digests = distributed.gather_digests(ckpt.weights_sha256(self.model), self.world, self.device)
         if self.world.is_main:
             self._save(replica_sha256=digests)
@@ -479,8 +480,10 @@ class _Run:
 class _Metrics:
     """RUN_DIR/metrics.csv (and TensorBoard events when `tensorboard` is installed), written by rank 0.
 
-    The CSV's columns are fixed by its first row (step, split, loss, images_per_s, lr, then the model's
-    log keys); on resume, rows past the checkpoint's step are dropped so the file reads as one run.
+    The CSV's columns are step, split, loss, images_per_s, lr, then the model's log keys; a row that brings
+    a key the header lacks (a train-only key after a validation row came first) widens it, the earlier rows
+    rewritten with that cell empty. On resume, rows past the checkpoint's step are dropped so the file reads
+    as one run.
     """
 
     FIRST = ("step", "split", "loss", "images_per_s", "lr")
@@ -490,14 +493,17 @@ class _Metrics:
         self.path = out / "metrics.csv"
         self.columns: list[str] | None = None
         if self.path.exists() and start_step > 0:
-            with self.path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = self._rows()
             self.columns = list(rows[0]) if rows else None
             keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
             self._rewrite(keep)
         elif self.path.exists():
             self.path.unlink()
         self.tensorboard = _tensorboard_writer(out)
+
+    def _rows(self) -> list[dict[str, str]]:
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         with self.path.open("w", newline="") as f:
@@ -507,9 +513,12 @@ class _Metrics:
                 writer.writerows(rows)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
-        if self.columns is None:
-            self.columns = [*self.FIRST, *sorted(set(values) - set(self.FIRST))]
-            self._rewrite([])
+        known = self.columns or list(self.FIRST)
+        added = sorted(set(values) - set(known))
+        if self.columns is None or added:
+            rows = self._rows() if self.columns else []
+            self.columns = [*known, *added]
+            self._rewrite(rows)
         with self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
             writer.writerow({"step": step, "split": split, **{k: f"{v:.6g}" for k, v in values.items()}})
@@ -581,10 +590,15 @@ def parse_args(argv: list[str]) -> TrainConfig:
     flags = vars(_parser().parse_args(argv))
     values: dict[str, Any] = {}
     if flags.get("resume") and flags.get("out") and (Path(flags["out"]) / ckpt.CHECKPOINT_DIR).is_dir():
-        values = dict(ckpt.read_state(flags["out"]).get("train_config") or {})
+        state = ckpt.read_state(flags["out"])
+        values = dict(state.get("train_config") or {})
         given, saved = flags.get("preset"), values.get("preset")
         if given is not None and saved is not None and given != saved:  # the checkpoint's architecture wins
             raise UserError(f"--resume: --preset {given} differs from the checkpoint's {saved}")
+        if isinstance(state.get("data"), str):  # a folder as resolved when the run began, not as typed
+            values["data"] = state["data"]
+        if "steps" in flags and "epochs" not in flags:  # --steps N extends a run started with --epochs
+            values.pop("epochs", None)
     if "config_file" in flags:
         from_file = read_config_file(flags.pop("config_file"))
         values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),

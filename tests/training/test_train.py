@@ -101,10 +101,50 @@ def test_same_seed_same_weights_and_exact_resume(tmp_path: Path) -> None:
     assert weights_sha256(model) == digest["a"]
 
 
+def test_metrics_csv_keeps_train_only_columns_when_a_validation_row_comes_first(tmp_path: Path) -> None:
+    train(tiny(tmp_path, model="vqvae", data="photos", steps=4, log_every=0, val_every=1))
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["split"] == "val" and rows[0]["grad_norm"] == ""  # the header widened, the row kept
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert train_rows and all(float(r["grad_norm"]) > 0 for r in train_rows)
+
+
 def test_resume_extends_step_count(tmp_path: Path) -> None:
     train(tiny(tmp_path, steps=2))
     train(tiny(tmp_path, steps=5, resume=True))
     assert load_model(tmp_path)[1]["step"] == 5
+
+
+def test_ctrl_c_during_the_final_validation_keeps_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import loop
+
+    def interrupted(self: object) -> None:
+        raise KeyboardInterrupt  # as if Ctrl-C came while the last validation ran
+
+    monkeypatch.setattr(loop._Run, "_validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, steps=3, val_every=0, checkpoint_every=0))
+    assert load_model(tmp_path)[1]["step"] == 3  # no checkpoint at all before
+
+
+def test_resume_extends_an_epochs_run_and_finds_its_folder_from_anywhere(  # type: ignore[no-untyped-def]
+    tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(folder, tmp_path / "imgs")
+    monkeypatch.chdir(tmp_path)  # --data as typed, relative to here
+    run = str(tmp_path / "run")
+    argv = ["--model", "vae", "--data", "imgs", "--preset", "tiny", "--epochs", "1", "--batch-size", "4",
+            "--val-images", "4", "--out", run, "--quiet"]  # fmt: skip
+    assert _cli(argv, capsys)[0] == 0
+    done = load_model(run)[1]["step"]
+    monkeypatch.chdir(REPO)  # elsewhere: "imgs" means nothing here
+    code, err = _cli(["--out", run, "--resume", "--steps", str(done + 3), "--quiet"], capsys)
+    assert code == 0, err
+    state = load_model(run)[1]
+    assert state["step"] == done + 3 and state["data"] == str(tmp_path / "imgs")
 
 
 def test_init_from_fine_tunes_with_another_beta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
