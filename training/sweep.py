@@ -72,10 +72,14 @@ def run_sweep(
             batch_size=batch_size, lr=lr, seed=seed, device=device, out=str(run_dir), val_every=0,
             checkpoint_every=0, val_images=min(256, settings.n), quiet=True,
         )  # fmt: skip
-        checkpoint = _finished_run(run_dir, config)
+        checkpoint, step = _existing_run(run_dir, config)
         if checkpoint is None:
-            log(f"beta={beta:g} seed={seed}: training {steps} steps into {run_dir}")
             command = ["python", "-m", "training", "sweep", f"--betas={beta:g}", f"--seeds={seed}"]
+            if step:  # stopped part-way (Ctrl-C, SIGTERM): continue it
+                log(f"beta={beta:g} seed={seed}: resuming {run_dir} at step {step} of {steps}")
+                config = dataclasses.replace(config, resume=True)
+            else:
+                log(f"beta={beta:g} seed={seed}: training {steps} steps into {run_dir}")
             checkpoint = train(config, command=command)
         else:
             log(f"beta={beta:g} seed={seed}: {run_dir} already holds this run, finished; evaluating it")
@@ -111,26 +115,32 @@ def run_sweep(
     return summary
 
 
-def _finished_run(run_dir: Path, config: Any) -> Path | None:
-    """The checkpoint of a finished run in `run_dir` trained exactly as `config` asks, else None.
+def _existing_run(run_dir: Path, config: Any) -> tuple[Path | None, int]:
+    """What `run_dir` already holds of the run `config` asks for: (its checkpoint, its step) when finished,
+    (None, step) when stopped part-way, (None, 0) when there is none. A run there with other settings is
+    a UserError: it is neither reused nor overwritten.
 
-    A sweep is hours of CPU; rerunning it (a new beta, a lost plot) should not retrain what is done.
-    Only the settings that shape the weights are compared, not the run's logging options.
+    A sweep is hours of CPU; rerunning it (a new beta, a lost plot, after Ctrl-C) should not retrain what
+    is done. Only the settings that shape the weights are compared, not the run's logging options.
     """
-    from training.checkpoint import read_state, resolve_checkpoint
+    from training.checkpoint import STATE_FILE, read_state, resolve_checkpoint
 
-    try:
-        state = read_state(run_dir)
-    except UserError:
-        return None
+    if not (run_dir / "checkpoint" / STATE_FILE).is_file():
+        return None, 0
+    state = read_state(run_dir)
     done = state["train_config"]
     wanted = dataclasses.asdict(config)
     same = ("model", "data", "preset", "steps", "batch_size", "lr", "seed")
-    if any(done.get(k) != wanted[k] for k in same) or state.get("step") != config.steps:
-        return None
+    differ = [k for k in same if done.get(k) != wanted[k]]
     if float(done.get("overrides", {}).get("beta", -1)) != float(wanted["overrides"]["beta"]):
-        return None
-    return resolve_checkpoint(run_dir)
+        differ.append("beta")
+    if differ:
+        raise UserError(
+            f"{run_dir} holds a run with other settings ({', '.join(differ)}); "
+            "remove it or pass another --out"
+        )
+    step = int(state.get("step", 0))
+    return (resolve_checkpoint(run_dir), step) if step >= config.steps else (None, step)
 
 
 def trend(values: list[float], tol: float = 1e-6) -> str:

@@ -233,7 +233,33 @@ def test_sweep_trains_evaluates_and_writes_table_and_plot(
     assert weights.stat().st_mtime_ns == before
     argv[argv.index("--steps") + 1] = "3"
     assert cli(["sweep", *argv, "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)]) == 2
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert "holds a run with other settings (steps)" in capsys.readouterr().err
+
+
+def test_an_interrupted_sweep_resumes_its_unfinished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import loop
+
+    argv = ["sweep", "--betas", "2", "--steps", "4", "--preset", "tiny", "--batch-size", "8", "--n", "16",
+            "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    real, calls = loop._Run._train_step, []
+
+    def stop_at_the_third(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during step 3: steps 1-2 are saved
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop._Run, "_train_step", stop_at_the_third)
+    assert cli(argv) == 130  # as after Ctrl-C
+    state = json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2
+    monkeypatch.setattr(loop._Run, "_train_step", real)
+    capsys.readouterr()
+    assert cli(argv) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())["step"] == 4
 
 
 def test_sweep_summary_reports_the_trends_it_measured() -> None:
