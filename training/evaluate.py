@@ -56,7 +56,9 @@ class Settings:
     """How much to evaluate. The defaults keep a run to a minute or two on 2 CPU cores."""
 
     n: int = 1000  # held-out images for PSNR, SSIM, ELBO, codebook and inpainting figures
-    seed: int = 0  # picks the held-out images, the VAE's eps, the MAE's masks and the random-init MAE
+    # picks the held-out images (shapes, a folder; photos are the fixed stream of validation crops, the
+    # same for every seed), the VAE's eps, the MAE's masks and the random-init MAE
+    seed: int = 0
     mig_n: int = 10_000  # shapes points for MIG (the disentanglement_lib default is 10,000)
     probe_n: int = 2000  # shapes images for the linear probe: 3/4 fit the probe, 1/4 test it
     mask_ratio: float = 0.75  # MAE: fraction of patches removed, the paper's 75 %
@@ -340,21 +342,23 @@ def _evaluate_vqvae(ctx: _Context) -> None:
 
 
 def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
-    """Held-out photographs at full size, float32 [C, H, W]: photos' val photos or a folder's val files."""
+    """Held-out photographs at full size, float32 [C, H, W]: photos' val photos or a folder's val files,
+    converted as training and the service convert them (app.imaging: EXIF orientation, 16-bit gray
+    scaled, transparency on white)."""
     from PIL import Image
 
+    from app import imaging
     from training.data import FolderDataset, PhotosDataset
 
     if spec == "shapes":
         return []
-    mode = "L" if channels == 1 else "RGB"
     if spec == "photos":
-        pils = [photo.convert(mode) for photo in PhotosDataset("val", length=1).photos]
+        pils = [imaging.to_channels(photo, channels) for photo in PhotosDataset("val", length=1).photos]
     else:
         pils = []
         for path in FolderDataset(Path(spec).expanduser(), "val", image_size=16).files:
             with Image.open(path) as image:
-                pils.append(image.convert(mode))
+                pils.append(imaging.to_channels(imaging.upright(image, field=str(path)), channels))
     arrays = [np.asarray(pil, dtype=np.float32) / 255.0 for pil in pils]
     return [a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
 
@@ -382,25 +386,45 @@ def _codec(
             coded = baselines.encode_at_budget(x[0], codec, int(budget))
             row[f"{codec}_bytes"] = coded.bytes
             row[f"{codec}_quality"] = coded.quality
-            row[f"{codec}_psnr"] = float(metrics.psnr_per_image(x, coded.decoded[None])[0])
+            # None when even quality 1 is over the budget: there is no file of that many bytes to compare
+            row[f"{codec}_psnr"] = (
+                float(metrics.psnr_per_image(x, coded.decoded[None])[0]) if coded.within_budget else None
+            )
         rows.append(row)
         log(f"codec on a {h}x{w} photograph: {budget:.0f} bytes budget")
-    summary = {
-        key: float(np.mean([r[key] for r in rows])) for key in ("vqvae_psnr", "jpeg_psnr", "webp_psnr")
-    }
+    summary: dict[str, float | None] = {"vqvae_psnr": float(np.mean([r["vqvae_psnr"] for r in rows]))}
+    over: dict[str, int] = {}
+    for codec in ("jpeg", "webp"):
+        within = [r[f"{codec}_psnr"] for r in rows if r[f"{codec}_psnr"] is not None]
+        summary[f"{codec}_psnr"] = float(np.mean(within)) if within else None
+        over[codec] = len(rows) - len(within)
+    if any(over.values()):  # the VQ-VAE's mean over the photographs every codec could be compared on
+        both = [r for r in rows if r["jpeg_psnr"] is not None and r["webp_psnr"] is not None]
+        summary["vqvae_psnr_where_all_fit"] = (
+            float(np.mean([r["vqvae_psnr"] for r in both])) if both else None
+        )
     if report_dir is not None:
+        bars = [("VQ-VAE tokens", summary["vqvae_psnr"])] + [
+            (f"{name}{f' ({len(rows) - over[c]} of {len(rows)})' if over[c] else ''}", summary[f"{c}_psnr"])
+            for c, name in (("jpeg", "JPEG"), ("webp", "WebP"))
+            if summary[f"{c}_psnr"] is not None
+        ]
         report.save_bars(
             report_dir / "codec.png",
-            ["VQ-VAE tokens", "JPEG", "WebP"],
-            list(summary.values()),
-            title=f"{len(rows)} whole held-out photographs at the token budget (log2 {k} bits per token)",
+            [label for label, _ in bars],
+            [value for _, value in bars if value is not None],
+            title=f"{len(rows)} whole held-out photographs at the token budget (log2 {k} bits per token)"
+            + ("; a codec over budget at quality 1 is left out" if any(over.values()) else ""),
             ylabel="PSNR (dB)",
         )
         result.figures["codec: PSNR at equal bytes"] = "codec.png"
     return {
         "photographs": rows,
         "mean": summary,
-        "note": "codebook and decoder weights not counted; JPEG/WebP at the highest quality within budget",
+        "over_budget": over,
+        "note": "codebook and decoder weights not counted; JPEG/WebP at the highest quality within budget; "
+        "a photograph where a codec cannot meet the budget even at quality 1 has no PSNR for it and is left "
+        "out of its mean",
     }
 
 
@@ -625,7 +649,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=Settings.n, help="held-out images (default %(default)s)")
     p.add_argument(
-        "--seed", type=int, default=Settings.seed, help="image choice, eps, masks (default %(default)s)"
+        "--seed",
+        type=int,
+        default=Settings.seed,
+        help="image choice (shapes, folders; photos' validation crops are fixed), eps, masks "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--mig-n", type=int, default=Settings.mig_n, help="shapes points for MIG (default %(default)s)"

@@ -85,6 +85,33 @@ def test_metric_values_are_plausible_for_their_kind(
     assert mae.details["linear_probe"] == {**mae.details["linear_probe"], "fit": 90, "test": 30}
 
 
+def test_codec_leaves_out_a_codec_over_budget_and_reads_photos_as_training_does(
+    tiny_artifacts: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    rgba = np.zeros((48, 56, 4), np.uint8)
+    rgba[:, :28] = (200, 10, 10, 0)  # left half transparent: white once composited, as in training
+    rgba[:, 28:] = (10, 200, 10, 255)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(40):  # enough files for a validation split
+        Image.fromarray(rgba).save(folder / f"{i}.png")
+    photos = ev._whole_photographs(str(folder), 3)
+    assert photos and photos[0].shape == (3, 48, 56)
+    assert photos[0][:, :, :28].min() == 1.0 and photos[0][1, :, 28:].max() == pytest.approx(200 / 255)
+
+    backend = OnnxBackend(tiny_artifacts / "vqvae")  # K = 16: 4 bits per token, 84 bytes for 48 x 56
+    result = ev.Result(metrics={}, details={}, figures={})
+    codec = ev._codec(backend, photos[:2], tmp_path / "report", result)
+    assert codec["photographs"][0]["budget_bytes"] == pytest.approx(84)
+    assert codec["over_budget"] == {"jpeg": 2, "webp": 0}  # no JPEG file is that small; WebP fits
+    assert codec["mean"]["jpeg_psnr"] is None and codec["mean"]["webp_psnr"] > 0
+    assert codec["mean"]["vqvae_psnr_where_all_fit"] is None
+    assert all(r["jpeg_psnr"] is None and r["jpeg_quality"] is None for r in codec["photographs"])
+    assert (tmp_path / "report" / "codec.png").is_file()
+
+
 def test_rerun_replaces_the_figures_section(
     tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
