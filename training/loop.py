@@ -577,7 +577,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--amp-cpu", action="store_true",
         help="bf16 autocast on the CPU as well (pays off on CPUs with bf16 instructions, e.g. AMX)")
     add("--quiet", action="store_true", help="no progress bar or messages")
-    add("--config", dest="config_file", help="JSON or TOML file of settings (keys as the long flags, with _)")
+    add("--config", dest="config_file",
+        help="JSON or TOML file of settings: keys as the long flags with _, but overrides (a table) for "
+             "--set and amp = false for --no-amp")
     return p  # fmt: skip
 
 
