@@ -115,6 +115,8 @@ def save_tradeoff(
     twin = ax.twinx()
     twin.plot(x, right, "s--", color="#c44e52", label=right_label)
     twin.set_ylabel(right_label, color="#c44e52")
+    for axis in (ax, twin):  # tick labels as values (5.9311), not an offset (+5.93) that hides the scale
+        axis.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
