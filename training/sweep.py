@@ -75,7 +75,7 @@ def run_sweep(
         checkpoint, step = _existing_run(run_dir, config)
         if checkpoint is None:
             command = ["python", "-m", "training", "sweep", f"--betas={beta:g}", f"--seeds={seed}"]
-            if step:  # stopped part-way (Ctrl-C, SIGTERM): continue it
+            if step is not None:  # stopped part-way (Ctrl-C, SIGTERM), even before its first step
                 log(f"beta={beta:g} seed={seed}: resuming {run_dir} at step {step} of {steps}")
                 config = dataclasses.replace(config, resume=True)
             else:
@@ -115,9 +115,9 @@ def run_sweep(
     return summary
 
 
-def _existing_run(run_dir: Path, config: Any) -> tuple[Path | None, int]:
+def _existing_run(run_dir: Path, config: Any) -> tuple[Path | None, int | None]:
     """What `run_dir` already holds of the run `config` asks for: (its checkpoint, its step) when finished,
-    (None, step) when stopped part-way, (None, 0) when there is none. A run there with other settings is
+    (None, step) when stopped part-way, (None, None) when there is none. A run there with other settings is
     a UserError: it is neither reused nor overwritten.
 
     A sweep is hours of CPU; rerunning it (a new beta, a lost plot, after Ctrl-C) should not retrain what
@@ -126,7 +126,7 @@ def _existing_run(run_dir: Path, config: Any) -> tuple[Path | None, int]:
     from training.checkpoint import STATE_FILE, read_state, resolve_checkpoint
 
     if not (run_dir / "checkpoint" / STATE_FILE).is_file():
-        return None, 0
+        return None, None
     state = read_state(run_dir)
     done = state["train_config"]
     wanted = dataclasses.asdict(config)

@@ -270,23 +270,26 @@ def test_an_interrupted_sweep_resumes_its_unfinished_run(
 
     argv = ["sweep", "--betas", "2", "--steps", "4", "--preset", "tiny", "--batch-size", "8", "--n", "16",
             "--mig-n", "200", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
-    real, calls = loop._Run._train_step, []
+    real, calls, stop = loop._Run._train_step, [], [0]
 
-    def stop_at_the_third(self: object, *args: object, **kwargs: object) -> object:
+    def stop_at_step(self: object, *args: object, **kwargs: object) -> object:
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C during step 3: steps 1-2 are saved
+        if len(calls) == stop[0]:
+            raise KeyboardInterrupt  # Ctrl-C during that step: the ones before are saved
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(loop._Run, "_train_step", stop_at_the_third)
-    assert cli(argv) == 130  # as after Ctrl-C
-    state = json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2
-    monkeypatch.setattr(loop._Run, "_train_step", real)
-    capsys.readouterr()
-    assert cli(argv) == 0
-    assert "resuming" in capsys.readouterr().err
-    assert json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())["step"] == 4
+    for stop_at, saved in ((1, 0), (3, 2)):  # during the first step, and part-way
+        calls.clear()
+        stop[0] = stop_at
+        monkeypatch.setattr(loop._Run, "_train_step", stop_at_step)
+        assert cli(argv) == 130  # as after Ctrl-C
+        assert json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())["step"] == saved
+        monkeypatch.setattr(loop._Run, "_train_step", real)
+        capsys.readouterr()
+        assert cli(argv) == 0
+        assert "resuming" in capsys.readouterr().err
+        assert json.loads((tmp_path / "beta_2" / "checkpoint" / "state.json").read_text())["step"] == 4
+        shutil.rmtree(tmp_path / "beta_2")
 
 
 def test_sweep_summary_reports_the_trends_it_measured() -> None:
