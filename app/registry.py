@@ -83,9 +83,14 @@ LARGE_RUN_VALUES = 4 * 2**20
 class GraphSession:
     """One ONNX Runtime session; `run` is synchronous and thread-safe (called from the executor)."""
 
-    def __init__(self, path: Path, settings: Settings, plan: list[Any]) -> None:
+    def __init__(
+        self, path: Path, settings: Settings, plan: list[Any], files: list[tuple[Path, str]] | None = None
+    ) -> None:
+        """files: what the graph reads, with the sha256 verified at load; a one-off session for a large
+        run is made from them only while they still match (a reload may have replaced them)."""
         on_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA for p in plan)
         self.path, self.settings = path, settings
+        self.files = files if files is not None else [(path, sha256_file(path))]
         self.session = ort.InferenceSession(str(path), session_options(settings, on_cuda), providers=plan)
         self.provider: str = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -102,14 +107,20 @@ class GraphSession:
                 binding.bind_output(name, "cuda")
             self.session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
-        elif sum(a.size for a in feeds.values()) > LARGE_RUN_VALUES:
+        elif sum(a.size for a in feeds.values()) > LARGE_RUN_VALUES and self._files_unchanged():
             options = session_options(self.settings, on_cuda=False)
             options.enable_cpu_mem_arena = False
             once = ort.InferenceSession(str(self.path), options, providers=[CPU])
             outputs = once.run(self.output_names, feeds)
-        else:
+        else:  # also a large run whose files changed on disk: the loaded session holds the right weights
             outputs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outputs, strict=True))
+
+    def _files_unchanged(self) -> bool:
+        try:
+            return all(sha256_file(path) == sha for path, sha in self.files)
+        except OSError:
+            return False
 
 
 @dataclass
@@ -223,13 +234,18 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         missing = [f for f in adapter.files if f not in manifest.files]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
-        if "weights" in manifest.files:  # the graphs' shared external data, checked before any graph reads it
+        shared: list[
+            tuple[Path, str]
+        ] = []  # the graphs' shared external data, checked before any graph reads it
+        if "weights" in manifest.files:
             w = manifest.files["weights"]
-            verified_file(folder, str(w["file"]), str(w["sha256"]), "weights")
+            shared.append(
+                (verified_file(folder, str(w["file"]), str(w["sha256"]), "weights"), str(w["sha256"]))
+            )
         for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")
-            session = GraphSession(path, settings, plan)
+            session = GraphSession(path, settings, plan, files=[(path, spec.sha256), *shared])
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
         if "codebook" in manifest.files:
             cb = manifest.files["codebook"]
@@ -271,9 +287,12 @@ class Registry:
         Triton's default) some model is unavailable."""
         if not self.started:
             return "the service is starting"
-        broken = [f"{m.name} ({m.reason})" for m in self.models.values() if not m.ready]
-        if broken and self.settings.strict_readiness:
-            return "unavailable: " + "; ".join(broken) + " (AESERVE_STRICT_READINESS=false serves the others)"
+        broken = [m.name for m in self.models.values() if not m.ready]
+        if broken and self.settings.strict_readiness:  # names only: the probes need no API key
+            return (
+                f"model(s) unavailable: {', '.join(broken)} (GET /v1/models gives the reasons; "
+                "AESERVE_STRICT_READINESS=false serves the others)"
+            )
         return None
 
     @classmethod

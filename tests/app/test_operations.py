@@ -74,11 +74,22 @@ def test_max_pixels_holds_for_a_requests_images_in_all(
         assert r.json()["error"]["field"] == "images"
         fitted = c.post("/v1/models/vqvae/tokens", files=[one] * 4)  # fitted to the model's 16x16 first
         assert fitted.status_code == 200 and fitted.json()["shape"] == [4, 4, 4]
-    with TestClient(create_app(make_settings(tiny_artifacts))) as c:
-        # over registry.LARGE_RUN_VALUES (3 x 1184^2 values): a session of its own for this run
+
+
+def test_a_large_run_uses_the_weights_that_were_loaded(
+    artifact_copy: Path, make_settings, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    """Over registry.LARGE_RUN_VALUES (3 x 1184^2 values) a run gets a session of its own, made from the
+    files on disk only while they are the ones loaded: a reload may have rejected what is there now."""
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
         big = ("images", ("big.png", image_bytes(1184, 1184), "image/png"))
-        r = c.post("/v1/models/vqvae/tokens?fit=none", files=[big])
-        assert r.status_code == 200 and r.json()["shape"] == [1, 296, 296]
+        first = c.post("/v1/models/vqvae/tokens?fit=none", files=[big])
+        assert first.status_code == 200 and first.json()["shape"] == [1, 296, 296]
+        for file in (artifact_copy / "vqvae").iterdir():  # replaced on disk after loading
+            if file.suffix in (".onnx", ".bin"):
+                file.write_bytes(b"replaced")
+        again = c.post("/v1/models/vqvae/tokens?fit=none", files=[big])
+        assert again.status_code == 200 and again.json()["tokens"] == first.json()["tokens"]
 
 
 def test_steps_follow_the_max_steps_setting(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
