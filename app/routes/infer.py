@@ -21,6 +21,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import imaging
+from app.batching import INLINE_MAX_VALUES
 from app.deps import RegistryDep, SettingsDep, require_api_key
 from app.errors import InvalidInput, PayloadTooLarge, error_responses
 from app.kinds import MAEAdapter, VAEAdapter, VQVAEAdapter
@@ -209,7 +210,7 @@ async def _fitted(
     fitted = [f for part in parts for f in part]
     if len({f.array.shape for f in fitted}) > 1:
         raise InvalidInput(
-            "images kept at different sizes (fit=none); send one size per request", field=field
+            f"images kept at different sizes (fit={fit}); send one size per request", field=field
         )
     return np.stack([f.array for f in fitted]), fitted
 
@@ -359,8 +360,11 @@ async def encode(
     ] = "json",
     sample: Annotated[bool, Query(description="VAE kinds: add z = mean + exp(logvar/2)*eps")] = False,
     seed: SeedQuery = 0,
+    z_e: Annotated[
+        bool, Query(description="VQ-VAE: add z_e, the continuous latent [D, h, w] (D floats per token)")
+    ] = False,
 ) -> Response:
-    """VAE kinds: {"mean", "logvar"} (and "sample"); VQ-VAE: {"tokens": [[...]], "z_e", "codebook_size"};
+    """VAE kinds: {"mean", "logvar"} (and "sample"); VQ-VAE: {"tokens": [[...]], "codebook_size"} (and "z_e");
     MAE: {"embedding"}. One image under `image`; many under `images` (repeated), and then every array
     has a leading axis, one row per image in upload order, and `fit` is a list. A row is what that image
     alone would give (a sample's eps is drawn from `seed` for each image the same way)."""
@@ -368,6 +372,8 @@ async def encode(
     m, adapter = model.require("encode")
     if sample and not isinstance(adapter, VAEAdapter):
         raise InvalidInput(f"sample=true applies to the VAE kinds, not {m.kind}", field="sample")
+    if z_e and not isinstance(adapter, VQVAEAdapter):
+        raise InvalidInput(f"z_e=true applies to the VQ-VAE, not {m.kind}", field="z_e")
     upload = await read_upload(request, fields=("image", "images"), max_images=settings.max_images)
     many = upload.images("images", required=False)
     if many and upload.images("image", required=False):
@@ -375,6 +381,8 @@ async def encode(
     field = "images" if many else "image"
     x, fitted = await _fitted(many or [upload.one("image")], m, model, settings, fit, field)
     arrays = await adapter.encode(model, x)
+    if not z_e:
+        arrays.pop("z_e", None)
     if sample:
         mean, logvar = arrays["mean"], arrays["logvar"]
         arrays["sample"] = np.concatenate(
@@ -389,13 +397,19 @@ async def encode(
     if format == "npy":
         main = "sample" if sample else next(iter(arrays))
         return _npy(rows(arrays[main]), headers | {"X-Array": main})
-    body: dict[str, Any] = {k: rows(v).tolist() for k, v in arrays.items()}
-    if model.codebook is not None:
-        body["codebook_size"] = int(model.codebook.shape[0])
-    if sample:
-        body["seed"] = seed
-    body["fit"] = fits if many else fits[0]
-    return JSONResponse(body, headers=headers)
+
+    def render() -> JSONResponse:
+        body: dict[str, Any] = {k: rows(v).tolist() for k, v in arrays.items()}
+        if model.codebook is not None:
+            body["codebook_size"] = int(model.codebook.shape[0])
+        if sample:
+            body["seed"] = seed
+        body["fit"] = fits if many else fits[0]
+        return JSONResponse(body, headers=headers)
+
+    # JSON for a full photograph's arrays (z_e: tens of MB) is seconds of work: off the event loop
+    large = sum(a.size for a in arrays.values()) > INLINE_MAX_VALUES
+    return await run_in_threadpool(render) if large else render()
 
 
 _DECODE_SCHEMA = {

@@ -85,8 +85,9 @@ async def codebook(
     model = registry.get(name)
     model.require("codebook")
     cb = model.codebook if model.codebook is not None else np.zeros((0, 0), np.float32)
+    headers = {"X-Model-Version": model.version} if model.version else None  # as the operations send it
     if format == "json":
-        return JSONResponse({"codebook": cb.tolist(), "shape": list(cb.shape)})
+        return JSONResponse({"codebook": cb.tolist(), "shape": list(cb.shape)}, headers=headers)
     buf = io.BytesIO()
     np.save(buf, cb, allow_pickle=False)
-    return Response(buf.getvalue(), media_type="application/x-npy")
+    return Response(buf.getvalue(), media_type="application/x-npy", headers=headers)

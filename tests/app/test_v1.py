@@ -1,6 +1,7 @@
 """Every /v1 endpoint over the four tiny models made by the real training and export code."""
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -48,7 +49,11 @@ def test_list_and_describe_models(client: TestClient, tiny_artifacts: Path) -> N
         assert set(m["graphs"]) == set(manifest["graphs"])
         assert all(g["provider"] == "CPUExecutionProvider" for g in m["graphs"].values())
         assert m["model_card"] == (tiny_artifacts / kind / "README.md").read_text()
+        digest = hashlib.sha256((tiny_artifacts / kind / "manifest.json").read_bytes()).hexdigest()
+        assert m["version"] == digest[:16] and m["created"] == manifest["created"]
     assert info(client, "vqvae")["latent"]["codebook_size"] == manifest_codebook(tiny_artifacts).shape[0]
+    version = info(client, "vqvae")["version"]
+    assert client.get("/v1/models/vqvae/codebook").headers["x-model-version"] == version
 
 
 def manifest_codebook(root: Path) -> np.ndarray:
@@ -118,10 +123,16 @@ def test_encode_shapes_seeded_sample_and_npy(client: TestClient, image_bytes) ->
     assert len(mae["embedding"]) == info(client, "mae")["latent"]["shape"][0]
     bad = client.post("/v1/models/mae/encode?sample=true", files=upload(img))
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "sample"
-    assert np.array(vq["z_e"]).shape == (4, 4, 4)  # VQ-VAE: the continuous latent too [D, h, w]
+    assert "z_e" not in vq  # asked for only: D floats per token
+    with_z = client.post("/v1/models/vqvae/encode?z_e=true", files=upload(img)).json()
+    assert np.array(with_z["z_e"]).shape == (4, 4, 4) and with_z["tokens"] == vq["tokens"]  # [D, h, w]
+    bad = client.post("/v1/models/vae/encode?z_e=true", files=upload(img))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "z_e"
 
 
-@pytest.mark.parametrize(("kind", "query"), [("vae", "sample=true&seed=3"), ("vqvae", ""), ("mae", "")])
+@pytest.mark.parametrize(
+    ("kind", "query"), [("vae", "sample=true&seed=3"), ("vqvae", "z_e=true"), ("mae", "")]
+)
 def test_encode_many_images_gives_each_row_as_alone(  # type: ignore[no-untyped-def]
     client: TestClient, image_bytes, kind: str, query: str
 ) -> None:
