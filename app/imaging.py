@@ -125,6 +125,12 @@ def fit(
     convolutional model only: keep the size less what exceeds a multiple, cut evenly from both edges,
     at most `multiple` - 1 pixels per axis). The geometry depends on the sizes and the mode only, never on
     `resample`."""
+    if mode == "trim" and not multiple:
+        raise InvalidInput(
+            f"fit=trim keeps the image's size, which only a fully convolutional model takes; this one "
+            f"takes {width}x{height}: use center-crop, resize or pad",
+            field="fit",
+        )
     if img.size == (width, height) and mode in FIT_MODES:
         return img  # every mode leaves an image of the model's size as it is
     if mode == "resize":
@@ -133,13 +139,7 @@ def fit(
         return ImageOps.fit(img, (width, height), resample)
     if mode == "pad":
         return ImageOps.pad(img, (width, height), resample, color=0)
-    if mode == "trim":
-        if not multiple:
-            raise InvalidInput(
-                f"fit=trim keeps the image's size, which only a fully convolutional model takes; this one "
-                f"takes {width}x{height}: use center-crop, resize or pad",
-                field="fit",
-            )
+    if mode == "trim" and multiple:  # (checked above: trim needs a multiple)
         w, h = img.size
         keep_w, keep_h = w - w % multiple, h - h % multiple
         if not keep_w or not keep_h:

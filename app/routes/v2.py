@@ -106,7 +106,14 @@ async def model_config(
 
     def tensor(t: TensorSpec) -> dict[str, Any]:
         dims = [d if isinstance(d, int) else -1 for d in t.shape[1:]]
-        return {"name": t.name, "data_type": "TYPE_" + _BY_DTYPE.get(t.dtype, t.dtype.upper()), "dims": dims}
+        entry: dict[str, Any] = {
+            "name": t.name,
+            "data_type": "TYPE_" + _BY_DTYPE.get(t.dtype, t.dtype.upper()),
+            "dims": dims,
+        }
+        if not dims:  # a per-sample scalar: Triton needs a dim, so [1] reshaped to [] (as export --triton)
+            entry |= {"dims": [1], "reshape": {"shape": []}}
+        return entry
 
     return {
         "name": g.v2_name,
@@ -251,6 +258,8 @@ def _decompressed(body: bytes, encoding: str | None, settings: Settings) -> byte
         raise PayloadTooLarge(f"the {coding} body inflates to over {settings.max_body_bytes} bytes")
     if not inflater.eof:
         raise InvalidInput(f"the {coding} body is truncated")
+    if inflater.unused_data:
+        raise InvalidInput(f"{len(inflater.unused_data)} bytes follow the end of the {coding} data")
     return out
 
 

@@ -85,9 +85,10 @@ def test_fit_trim_cuts_the_remainder_evenly_for_a_fully_convolutional_model() ->
     kept = imaging.load_fitted(data, height=8, width=8, channels=3, mode="trim", max_pixels=10**6, multiple=4)
     assert kept.array.shape == (3, 16, 12) and kept.array.min() == 1.0
     assert kept.description == "trim 14x19 -> 12x16"
-    with pytest.raises(InvalidInput, match="fully convolutional") as info:
-        fitted(data, "trim")  # no multiple: a fixed-size model
-    assert info.value.field == "fit"
+    for image in (data, encode(Image.new("RGB", (8, 8)), "PNG")):  # no multiple: a fixed-size model,
+        with pytest.raises(InvalidInput, match="fully convolutional") as info:  # even at its own size
+            fitted(image, "trim")
+        assert info.value.field == "fit"
     with pytest.raises(InvalidInput, match="at least 4"):
         imaging.load_fitted(encode(Image.new("RGB", (3, 9)), "PNG"), height=8, width=8, channels=3,
                             mode="trim", max_pixels=10**6, multiple=4)  # fmt: skip

@@ -206,6 +206,11 @@ def test_versions_config_compression_and_classification_as_triton_clients_use_th
     bomb = gzip.compress(b" " * (20 * 2**20 + 1))  # 20 KiB that inflate past AESERVE_MAX_BODY_BYTES
     r = client.post("/v2/models/vae_decoder/infer", content=bomb, headers={"Content-Encoding": "gzip"})
     assert r.status_code == 413 and "inflates" in r.json()["error"]
+    trailing = client.post("/v2/models/vae_decoder/infer", content=gzip.compress(raw) + b"junk",
+                           headers={"Content-Encoding": "gzip"})  # fmt: skip
+    assert trailing.status_code == 400 and "follow the end" in trailing.json()["error"]
+    elbo = client.get("/v2/models/vae_elbo/config").json()["output"][0]
+    assert elbo["dims"] == [1] and elbo["reshape"] == {"shape": []}  # per-sample scalar, as Triton needs
     cut = client.post("/v2/models/vae_decoder/infer", content=gzip.compress(raw)[:-12],
                       headers={"Content-Encoding": "gzip"})  # fmt: skip
     assert cut.status_code == 400 and "truncated" in cut.json()["error"]
