@@ -330,7 +330,12 @@ class _Run:
             bar.close()
             if self.world.is_main:
                 self._save()
-                self._say(f"interrupted at step {self.step}; checkpoint {self.ckpt_dir}; --resume continues")
+                after = (
+                    "training had finished (only the final validation was cut short); `evaluate` measures it"
+                    if self.step >= self.total_steps
+                    else "--resume continues"
+                )
+                self._say(f"interrupted at step {self.step}; checkpoint {self.ckpt_dir}; {after}")
             raise
         finally:
             bar.close()
