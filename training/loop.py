@@ -604,16 +604,18 @@ def parse_args(argv: list[str]) -> TrainConfig:
             raise UserError(f"--resume: --preset {given} differs from the checkpoint's {saved}")
         if isinstance(state.get("data"), str):  # a folder as resolved when the run began, not as typed
             values["data"] = state["data"]
-        if "steps" in flags and "epochs" not in flags:  # --steps N extends a run started with --epochs
-            values.pop("epochs", None)
     if "config_file" in flags:
         from_file = read_config_file(flags.pop("config_file"))
+        if "steps" in from_file and "epochs" not in from_file:  # steps given anew: a saved epochs yields
+            values.pop("epochs", None)
         values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),
                                                        **(from_file.get("overrides") or {})}}
     overrides = dict(values.get("overrides") or {})
     for item in flags.pop("overrides", []):
         key, value = parse_override(item)
         overrides[key] = value
+    if "steps" in flags and "epochs" not in flags:  # --steps N extends a run started with --epochs
+        values.pop("epochs", None)
     values.update(flags)
     if overrides:
         values["overrides"] = overrides

@@ -203,6 +203,9 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     config = parse_args(["--config", str(tmp_path / "run.toml"), "--steps", "3", "--set", "latent_dim=6"])
     assert (config.model, config.steps, config.batch_size) == ("beta_vae", 3, 8)
     assert config.overrides == {"beta": 2, "latent_dim": 6}
+    (tmp_path / "epochs.toml").write_text('model = "vae"\nepochs = 2.0\n')
+    later = parse_args(["--config", str(tmp_path / "epochs.toml"), "--steps", "7"])  # steps given last wins
+    assert (later.epochs, later.steps) == (None, 7)
     (tmp_path / "bad.json").write_text(json.dumps({"model": "vae", "stepz": 3}))
     with pytest.raises(UserError, match="stepz"):
         parse_args(["--config", str(tmp_path / "bad.json")])
