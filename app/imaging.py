@@ -194,11 +194,19 @@ def load_mask(
     Same geometry as `load_fitted` (the same crop, stretch or padding), but each output pixel is the
     area average of the binary mask under it (box filter) instead of an interpolation, and any part
     missing makes it missing: a one-pixel stroke on a large photograph still removes every patch it
-    crosses, where a smooth downscale would fade it below any threshold.
+    crosses, where a smooth downscale would fade it below any threshold. A mask with transparency (strokes
+    painted on a transparent layer) marks only its opaque white pixels: a transparent pixel is kept.
     """
-    img = to_channels(decode(data, max_pixels=max_pixels, field=field), 1)
+    img = decode(data, max_pixels=max_pixels, field=field)
     w0, h0 = img.size
-    missing = Image.fromarray((np.asarray(img) >= 128).astype(np.float32), "F")
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        opaque = np.asarray(rgba)[..., 3] >= 128
+        white = np.asarray(rgba.convert("RGB").convert("L")) >= 128
+    else:
+        white = np.asarray(to_channels(img, 1)) >= 128
+        opaque = np.ones_like(white)
+    missing = Image.fromarray((white & opaque).astype(np.float32), "F")
     out = fit(missing, height, width, mode, field=field, resample=Image.Resampling.BOX)
     a = (np.asarray(out) > 0).astype(np.float32)[None]
     return Fitted(a, f"{mode} {w0}x{h0} -> {out.size[0]}x{out.size[1]}", (w0, h0))

@@ -322,6 +322,24 @@ def test_inpaint_keeps_visible_pixels_and_masks_touched_patches(client: TestClie
     assert png.headers["content-type"] == "image/png"
 
 
+def test_inpaint_mask_painted_on_a_transparent_layer_marks_only_its_strokes(
+    client: TestClient, image_bytes
+) -> None:  # type: ignore[no-untyped-def]
+    mask = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent: kept
+    mask.putpixel((5, 1), (255, 255, 255, 255))  # one opaque white pixel: patch (row 0, col 1)
+    mask.putpixel((13, 13), (255, 255, 255, 40))  # white but nearly transparent: kept
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    files = {
+        "image": ("x.png", image_bytes(16, 16), "image/png"),
+        "mask": ("m.png", buf.getvalue(), "image/png"),
+    }
+    j = client.post("/v1/models/mae/inpaint?fit=none&format=json", files=files).json()
+    expected = np.zeros((4, 4), int)
+    expected[0, 1] = 1
+    assert np.array_equal(j["mask"], expected), j["mask"]
+
+
 def test_inpaint_mask_on_a_large_image_keeps_thin_strokes(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
     # 160x120, center-crop to the tiny MAE's 16x16: the crop is x 20..140, scaled down 7.5 times, so a
     # one-pixel line at y = 60 lies in output row 8 (patch row 2) and a dot at (80, 15) in output
