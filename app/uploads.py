@@ -2,6 +2,7 @@
 multipart fields or as a raw body with an image content type."""
 
 import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,35 @@ class Upload:
         return found
 
 
+def decompressed(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """The body as it was before its Content-Encoding (gzip or deflate), at most `max_bytes` once inflated
+    (AESERVE_MAX_BODY_BYTES: the limit holds for what is parsed, not only for what was sent)."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {coding!r} is not supported; use gzip or deflate")
+    # gzip: a gzip header; deflate: a zlib stream (RFC 9110), or a raw one from some clients
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
+    try:
+        try:
+            out = inflater.decompress(body, max_bytes + 1)
+        except zlib.error:
+            if coding != "deflate":
+                raise
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {coding} data: {exc}") from exc
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(f"the {coding} body inflates to over {max_bytes} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"the {coding} body is truncated")
+    if inflater.unused_data:
+        raise InvalidInput(f"{len(inflater.unused_data)} bytes follow the end of the {coding} data")
+    return out
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -133,7 +163,17 @@ async def read_upload(
     """Parse multipart/form-data, a raw image body (stored under `raw_field`) or, where allowed, JSON.
     A multipart part under a name other than `fields` is refused: a misspelt file field would otherwise
     be silently ignored by operations whose image is optional, and an option sent as a text field
-    (`-F seed=1`) instead of in the query string would be too."""
+    (`-F seed=1`) instead of in the query string would be too. A compressed body (Content-Encoding gzip
+    or deflate) is inflated first, whatever it holds."""
+    encoding = request.headers.get("content-encoding")
+    if encoding and encoding.strip().lower() != "identity":
+        limit = request.app.state.settings.max_body_bytes
+        data = decompressed(await request.body(), encoding, limit)
+
+        async def replay() -> Message:  # what the parsers below read: the inflated body
+            return {"type": "http.request", "body": data, "more_body": False}
+
+        request = Request(request.scope, replay)
     media = _media_type(request)
     if media == "multipart/form-data":
         try:

@@ -7,7 +7,6 @@ goes through the same batchers as v1. Errors are {"error": "<message>"}.
 """
 
 import json
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +21,12 @@ from app.errors import (
     ModelNotFound,
     NotReady,
     PayloadTooLarge,
-    UnsupportedMediaType,
     error_responses,
 )
 from app.manifest import TensorSpec
 from app.registry import Graph, Model
 from app.settings import Settings
-from app.uploads import json_numbers
+from app.uploads import decompressed, json_numbers
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
@@ -235,34 +233,6 @@ def _check_values(model: Model | None, feeds: dict[str, np.ndarray]) -> None:
             raise InvalidInput(problem)
 
 
-def _decompressed(body: bytes, encoding: str | None, settings: Settings) -> bytes:
-    """The body as sent before Content-Encoding (gzip or deflate), at most MAX_BODY_BYTES once inflated."""
-    coding = (encoding or "identity").strip().lower()
-    if coding == "identity":
-        return body
-    if coding not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"Content-Encoding {coding!r} is not supported; use gzip or deflate")
-    # gzip: a gzip header; deflate: a zlib stream (RFC 9110), or a raw one from some clients
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
-    try:
-        try:
-            out = inflater.decompress(body, settings.max_body_bytes + 1)
-        except zlib.error:
-            if coding != "deflate":
-                raise
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = inflater.decompress(body, settings.max_body_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the body is not valid {coding} data: {exc}") from exc
-    if len(out) > settings.max_body_bytes:
-        raise PayloadTooLarge(f"the {coding} body inflates to over {settings.max_body_bytes} bytes")
-    if not inflater.eof:
-        raise InvalidInput(f"the {coding} body is truncated")
-    if inflater.unused_data:
-        raise InvalidInput(f"{len(inflater.unused_data)} bytes follow the end of the {coding} data")
-    return out
-
-
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -379,7 +349,9 @@ async def infer(
     g = _graph(registry, graph, version)
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
-    body = _decompressed(await request.body(), request.headers.get("content-encoding"), settings)
+    body = decompressed(
+        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
+    )
     doc, binary = _parse(body, request.headers.get("inference-header-content-length"))
     items = {i["name"]: i for i in doc["inputs"]}
     specs = {t.name: t for t in g.spec.inputs}

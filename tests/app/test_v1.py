@@ -1,10 +1,12 @@
 """Every /v1 endpoint over the four tiny models made by the real training and export code."""
 
 import base64
+import gzip
 import hashlib
 import io
 import json
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -320,6 +322,29 @@ def test_inpaint_keeps_visible_pixels_and_masks_touched_patches(client: TestClie
     assert both.status_code == 422 and both.json()["error"]["field"] == "mask_ratio"
     png = client.post("/v1/models/mae/inpaint", files=upload(img))
     assert png.headers["content-type"] == "image/png"
+
+
+def test_compressed_bodies_are_inflated(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
+    img = image_bytes()
+    plain = client.post("/v1/models/vae/encode", files=upload(img)).json()
+    raw = client.post("/v1/models/vae/encode", content=gzip.compress(img),
+                      headers={"Content-Type": "image/png", "Content-Encoding": "gzip"})  # fmt: skip
+    assert raw.status_code == 200 and raw.json()["mean"] == plain["mean"]
+    request = client.build_request("POST", "/v1/models/vae/encode", files=upload(img))
+    deflated = {"Content-Type": request.headers["content-type"], "Content-Encoding": "deflate"}
+    multipart = client.post("/v1/models/vae/encode", content=zlib.compress(request.read()), headers=deflated)
+    assert multipart.status_code == 200 and multipart.json()["mean"] == plain["mean"]
+    z = {"latent": plain["mean"]}
+    gzipped = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    decoded = client.post(
+        "/v1/models/vae/decode", content=gzip.compress(json.dumps(z).encode()), headers=gzipped
+    )
+    assert decoded.status_code == 200
+    assert decoded.content == client.post("/v1/models/vae/decode", json=z).content
+    bad = client.post(
+        "/v1/models/vae/encode", content=img, headers={"Content-Type": "image/png", "Content-Encoding": "br"}
+    )
+    assert bad.status_code == 415 and "Content-Encoding" in bad.json()["error"]["message"]
 
 
 def test_inpaint_mask_painted_on_a_transparent_layer_marks_only_its_strokes(
