@@ -121,7 +121,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc, request.url.path)
+        response = error_response(exc, request.url.path)
+        version = getattr(request.state, "model_version", None)  # set once an operation found its model
+        if version:
+            response.headers["X-Model-Version"] = version
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -37,7 +37,7 @@ def upload(data: bytes, field: str = "image") -> dict[str, tuple[str, bytes, str
     return {field: ("x.png", data, "image/png")}
 
 
-def test_list_and_describe_models(client: TestClient, tiny_artifacts: Path) -> None:
+def test_list_and_describe_models(client: TestClient, tiny_artifacts: Path, image_bytes) -> None:  # type: ignore[no-untyped-def]
     listed = client.get("/v1/models").json()["models"]
     assert sorted(m["name"] for m in listed) == sorted(KINDS)
     for kind in KINDS:
@@ -56,6 +56,8 @@ def test_list_and_describe_models(client: TestClient, tiny_artifacts: Path) -> N
     assert info(client, "vqvae")["latent"]["codebook_size"] == manifest_codebook(tiny_artifacts).shape[0]
     version = info(client, "vqvae")["version"]
     assert client.get("/v1/models/vqvae/codebook").headers["x-model-version"] == version
+    odd = client.post("/v1/models/vqvae/tokens?fit=none", files=[("images", ("a.png", image_bytes(18, 18)))])
+    assert odd.status_code == 422 and odd.headers["x-model-version"] == version  # the model answered
 
 
 def manifest_codebook(root: Path) -> np.ndarray:
