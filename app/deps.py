@@ -1,17 +1,20 @@
-"""FastAPI dependencies: the app's registry, settings and metrics, and the API-key check.
+"""FastAPI dependencies: the app's registry, settings and metrics, the API-key check, and the model
+version every answer of a model's operation carries (X-Model-Version).
 
 All of them are `async def` although none awaits: FastAPI runs a plain `def` dependency on a worker
 thread, which would cost every request one thread hand-off per dependency for a dictionary lookup."""
 
 import hmac
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Unauthorized
 from app.metrics import Metrics
-from app.registry import Registry
+from app.registry import Model, Registry
 from app.settings import Settings
 
 
@@ -49,3 +52,38 @@ async def require_api_key(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+MODEL_VERSION_HEADER = "X-Model-Version"
+
+
+def serving(request: Request, registry: Registry, name: str) -> Model:
+    """The model `name` as it is now; its version is noted for the answer's X-Model-Version."""
+    model = registry.get(name)
+    request.state.model_version = model.version
+    return model
+
+
+AnyResponse = TypeVar("AnyResponse", bound=Response)
+
+
+def stamp_model_version(request: Request, response: AnyResponse) -> AnyResponse:
+    """X-Model-Version on `response` when the request found its model (`serving`): the artifact's
+    manifest digest, as GET /v1/models/{name} gives it, so a client can tell results of two versions
+    apart across a hot reload. Error answers get it from the app's error handler."""
+    version = getattr(request.state, "model_version", None)
+    if version:
+        response.headers[MODEL_VERSION_HEADER] = version
+    return response
+
+
+class VersionedRoute(APIRoute):
+    """A route whose answers carry X-Model-Version (`stamp_model_version`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return stamp_model_version(request, await handler(request))
+
+        return route

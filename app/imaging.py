@@ -202,7 +202,7 @@ def load_mask(
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         opaque = np.asarray(rgba)[..., 3] >= 128
-        white = np.asarray(rgba.convert("RGB").convert("L")) >= 128
+        white = np.asarray(rgba.convert("L")) >= 128  # the colour channels' luminance, alpha aside
     else:
         white = np.asarray(to_channels(img, 1)) >= 128
         opaque = np.ones_like(white)

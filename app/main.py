@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, version
 from app.admission import CLIENT_GONE, DisconnectMiddleware, Inflight, InflightLimitMiddleware
+from app.deps import MODEL_VERSION_HEADER, stamp_model_version
 from app.errors import ErrorBody, ServiceError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
@@ -121,11 +122,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        response = error_response(exc, request.url.path)
-        version = getattr(request.state, "model_version", None)  # set once an operation found its model
-        if version:
-            response.headers["X-Model-Version"] = version
-        return response
+        # the model's version too, when the operation had found its model before failing
+        return stamp_model_version(request, error_response(exc, request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -218,7 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-Image-Fit", "X-Model-Version", "Retry-After"],
+            expose_headers=["X-Request-ID", "X-Image-Fit", MODEL_VERSION_HEADER, "Retry-After"],
         )
     app.add_middleware(
         BodyLimitMiddleware,

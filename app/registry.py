@@ -14,7 +14,7 @@ both maps in one step of the event loop. A model whose new version cannot load k
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,13 +84,13 @@ class GraphSession:
     """One ONNX Runtime session; `run` is synchronous and thread-safe (called from the executor)."""
 
     def __init__(
-        self, path: Path, settings: Settings, plan: list[Any], files: list[tuple[Path, str]] | None = None
+        self, path: Path, settings: Settings, plan: list[Any], files: Sequence[tuple[Path, str]] = ()
     ) -> None:
         """files: what the graph reads, with the sha256 verified at load; a one-off session for a large
-        run is made from them only while they still match (a reload may have replaced them)."""
+        run is made from them only while they still match (a reload may have replaced them). None given
+        (a benchmark's own session): the path is taken as it is."""
         on_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA for p in plan)
-        self.path, self.settings = path, settings
-        self.files = files if files is not None else [(path, sha256_file(path))]
+        self.path, self.settings, self.files = path, settings, list(files)
         self.session = ort.InferenceSession(str(path), session_options(settings, on_cuda), providers=plan)
         self.provider: str = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -151,10 +151,14 @@ class Model:
     codebook: np.ndarray | None = None
     model_card: str | None = None
     reason: str | None = None
-    fingerprint: str | None = None  # of the folder's files when loaded (see _fingerprint)
-    # The artifact's identity: the first 16 hex digits of its manifest's sha256, which names the sha256 of
-    # every graph and array, so any change to a weight is a new version. Sent as X-Model-Version.
-    version: str | None = None
+    fingerprint: tuple[str, str] | None = None  # of the folder's files when loaded (see _fingerprint)
+
+    @property
+    def version(self) -> str | None:
+        """The artifact's identity: the first 16 hex digits of its manifest's sha256, which names the
+        sha256 of every graph and array, so any change to a weight is a new version. Sent as
+        X-Model-Version."""
+        return self.fingerprint[0][:16] if self.fingerprint and self.manifest else None
 
     @property
     def ready(self) -> bool:
@@ -183,14 +187,14 @@ class Model:
         return await g.batcher.submit(feeds)
 
 
-def _fingerprint(folder: Path) -> str | None:
+def _fingerprint(folder: Path) -> tuple[str, str] | None:
     """What a reload compares: the manifest's sha256 (it names every file's sha256) and each file's
     size and modification time (a file replaced in place, checksum or not, is a change)."""
     try:
         stats = sorted(
             (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
         )
-        return f"{sha256_file(folder / 'manifest.json')}:{stats!r}"
+        return sha256_file(folder / "manifest.json"), repr(stats)
     except OSError:
         return None
 
@@ -222,7 +226,6 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
     model = Model(name=folder.name, folder=folder, fingerprint=_fingerprint(folder))
     try:
         manifest = read_manifest(folder)
-        model.version = sha256_file(folder / "manifest.json")[:16]
         model.name = manifest.name
         adapter = ADAPTERS.get(manifest.kind)
         if adapter is None:
@@ -234,9 +237,8 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         missing = [f for f in adapter.files if f not in manifest.files]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
-        shared: list[
-            tuple[Path, str]
-        ] = []  # the graphs' shared external data, checked before any graph reads it
+        # the graphs' shared external data, checked before any graph reads it
+        shared: list[tuple[Path, str]] = []
         if "weights" in manifest.files:
             w = manifest.files["weights"]
             shared.append(

@@ -345,20 +345,17 @@ def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
     """Held-out photographs at full size, float32 [C, H, W]: photos' val photos or a folder's val files,
     converted as training and the service convert them (app.imaging: EXIF orientation, 16-bit gray
     scaled, transparency on white)."""
-    from PIL import Image
-
     from app import imaging
     from training.data import FolderDataset, PhotosDataset
+    from training.data.folder import decode_image
 
     if spec == "shapes":
         return []
     if spec == "photos":
         pils = [imaging.to_channels(photo, channels) for photo in PhotosDataset("val", length=1).photos]
     else:
-        pils = []
-        for path in FolderDataset(Path(spec).expanduser(), "val", image_size=16).files:
-            with Image.open(path) as image:
-                pils.append(imaging.to_channels(imaging.upright(image, field=str(path)), channels))
+        files = FolderDataset(Path(spec).expanduser(), "val", image_size=16).files
+        pils = [decode_image(path, channels) for path in files]
     arrays = [np.asarray(pil, dtype=np.float32) / 255.0 for pil in pils]
     return [a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
 

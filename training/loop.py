@@ -588,6 +588,13 @@ def _parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+def _steps_replace_epochs(values: dict[str, Any], given: dict[str, Any]) -> None:
+    """Steps given anew (in a config file or a flag) without epochs beside them win over an epochs
+    setting from before: `--resume --steps N` extends a run started with --epochs."""
+    if "steps" in given and "epochs" not in given:
+        values.pop("epochs", None)
+
+
 def parse_args(argv: list[str]) -> TrainConfig:
     """Command-line arguments (and the --config file they name) -> TrainConfig.
 
@@ -606,16 +613,14 @@ def parse_args(argv: list[str]) -> TrainConfig:
             values["data"] = state["data"]
     if "config_file" in flags:
         from_file = read_config_file(flags.pop("config_file"))
-        if "steps" in from_file and "epochs" not in from_file:  # steps given anew: a saved epochs yields
-            values.pop("epochs", None)
+        _steps_replace_epochs(values, from_file)
         values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),
                                                        **(from_file.get("overrides") or {})}}
     overrides = dict(values.get("overrides") or {})
     for item in flags.pop("overrides", []):
         key, value = parse_override(item)
         overrides[key] = value
-    if "steps" in flags and "epochs" not in flags:  # --steps N extends a run started with --epochs
-        values.pop("epochs", None)
+    _steps_replace_epochs(values, flags)
     values.update(flags)
     if overrides:
         values["overrides"] = overrides

@@ -10,19 +10,17 @@ import base64
 import io
 import math
 import os
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import imaging
 from app.batching import INLINE_MAX_VALUES
-from app.deps import RegistryDep, SettingsDep, require_api_key
+from app.deps import RegistryDep, SettingsDep, VersionedRoute, require_api_key, serving
 from app.errors import InvalidInput, PayloadTooLarge, error_responses
 from app.kinds import MAEAdapter, VAEAdapter, VQVAEAdapter
 from app.manifest import Manifest
@@ -37,41 +35,12 @@ from app.operations import (
     sample_prior,
     traverse,
 )
-from app.registry import Model, Registry
+from app.registry import Model
 from app.settings import Settings
 from app.uploads import Upload, json_numbers, read_upload
 
-
-class _VersionedRoute(APIRoute):
-    """Every response of an operation names the version of the model that computed it (X-Model-Version:
-    the artifact's manifest digest, as GET /v1/models/{name} gives it), so a client can tell results of
-    two versions apart across a hot reload."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            response = await handler(request)
-            version = getattr(request.state, "model_version", None)
-            if version:
-                response.headers[MODEL_VERSION_HEADER] = version
-            return response
-
-        return route
-
-
-MODEL_VERSION_HEADER = "X-Model-Version"
-
-
-def _serving(request: Request, registry: Registry, name: str) -> Model:
-    """The model `name` as it is now; its version is noted for the response header."""
-    model = registry.get(name)
-    request.state.model_version = model.version
-    return model
-
-
 router = APIRouter(
-    route_class=_VersionedRoute,
+    route_class=VersionedRoute,
     prefix="/v1/models/{name}",
     tags=["operations"],
     dependencies=[Depends(require_api_key)],
@@ -175,7 +144,7 @@ async def _fitted(
             field=field,
         )
 
-    def load_all(part: list[bytes]) -> list[imaging.Fitted]:
+    def load_all(part: list[bytes | Image.Image]) -> list[imaging.Fitted]:
         return [load(b) for b in part]
 
     if len(data) == 1:
@@ -187,10 +156,13 @@ async def _fitted(
         return one.array[None], [one]
 
     # The limit on pixels holds for the request in all, as for latents and v2 tensors: images kept at
-    # their own size (fit=none) are counted from their headers, before any is decoded.
+    # their own size (fit=none) are counted from their headers, before any is decoded; the opened headers
+    # are what the decoders below take, so no header is read twice.
+    sources: list[bytes | Image.Image] = list(data)
     if fit in ("none", "trim"):  # trim keeps all but a few pixels
-        sizes = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field).size for b in data]
-        total = sum(w * h for w, h in sizes)
+        headers = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field) for b in data]
+        total = sum(img.width * img.height for img in headers)
+        sources = list(headers)
     else:
         total = len(data) * m.height * m.width
     if total > settings.max_pixels:
@@ -205,7 +177,7 @@ async def _fitted(
     shares = min(_DECODE_AT_ONCE, len(data))
     step = -(-len(data) // shares)
     parts = await asyncio.gather(
-        *(run_in_threadpool(load_all, data[i : i + step]) for i in range(0, len(data), step))
+        *(run_in_threadpool(load_all, sources[i : i + step]) for i in range(0, len(sources), step))
     )
     fitted = [f for part in parts for f in part]
     if len({f.array.shape for f in fitted}) > 1:
@@ -317,7 +289,7 @@ async def reconstruct(
 ) -> Response:
     """Encode and decode one image. JSON adds MSE and PSNR (dB, peak 1) against the fitted input.
     MAE reconstructs as trained: a fixed seeded 75% mask, visible patches kept, the rest predicted."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("reconstruct")
     upload = await read_upload(request, max_images=settings.max_images)
     x, fitted = await _fitted([upload.one("image")], m, model, settings, fit, "image")
@@ -368,7 +340,7 @@ async def encode(
     MAE: {"embedding"}. One image under `image`; many under `images` (repeated), and then every array
     has a leading axis, one row per image in upload order, and `fit` is a list. A row is what that image
     alone would give (a sample's eps is drawn from `seed` for each image the same way)."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("encode")
     if sample and not isinstance(adapter, VAEAdapter):
         raise InvalidInput(f"sample=true applies to the VAE kinds, not {m.kind}", field="sample")
@@ -438,7 +410,7 @@ async def decode(
 ) -> Response:
     """VAE kinds: {"latent": [...]}; VQ-VAE: {"tokens": [[...]]}. Several latents give a PNG grid.
     Wrong shapes, NaN/inf and out-of-range tokens -> 422 naming the field."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("decode")
     upload = await read_upload(request, max_images=settings.max_images, allow_json=True)
     if not isinstance(upload.json, dict):
@@ -518,7 +490,7 @@ async def interpolate_route(
 ) -> Response:
     """VAE kinds interpolate the encoder mean; VQ-VAE interpolates the continuous encoder output z_e and
     runs decoder_continuous (quantize, decode) on each step."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("interpolate")
     if steps > settings.max_steps:
         raise InvalidInput(f"steps {steps} exceeds the limit {settings.max_steps}", field="steps")
@@ -568,7 +540,7 @@ async def inpaint(
 ) -> Response:
     """Visible pixels stay the original's; missing patches come from the reconstruct graph. A mask
     image (same size as the image, white = missing) removes every patch it touches."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("inpaint")
     assert isinstance(adapter, MAEAdapter)
     upload = await read_upload(request, fields=("image", "mask"), max_images=settings.max_images)
@@ -639,7 +611,7 @@ async def tokens(
     format: Annotated[Literal["json", "npy"], Query(description="json or npy (int64 [N, h, w])")] = "json",
 ) -> Response:
     """How to build a data set for a downstream generator: one token grid per uploaded image."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("tokens")
     upload = await read_upload(
         request, fields=("images", "image"), max_images=settings.max_images, raw_field="images"
@@ -672,7 +644,7 @@ async def sample(
     format: Annotated[Literal["png", "json"] | None, Query(description="png grid, or json")] = None,
 ) -> Response:
     """z ~ N(0, I) from numpy's default_rng(seed), decoded; the same seed gives the same images."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("sample")
     if n > settings.max_samples:
         raise InvalidInput(f"n {n} exceeds the limit {settings.max_samples}", field="n")
@@ -705,7 +677,7 @@ async def traverse_route(
 ) -> Response:
     """One grid row per dimension, sweeping it from low to high around the image's mean code (or
     around zero when no image is sent)."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("traverse")
     if steps > settings.max_steps:
         raise InvalidInput(f"steps {steps} exceeds the limit {settings.max_steps}", field="steps")
@@ -771,7 +743,7 @@ async def score(
     """Higher is more anomalous. VAE kinds: negative ELBO in bits/dim (elbo graph). VQ-VAE:
     reconstruction MSE. MAE: masked-patch MSE (or reconstruction MSE with samples=0). The response
     says which."""
-    model = _serving(request, registry, name)
+    model = serving(request, registry, name)
     m, adapter = model.require("score")
     upload = await read_upload(request, fields=("image", "images"), max_images=settings.max_images)
     k = samples if samples is not None else (4 if isinstance(adapter, MAEAdapter) else 0)

@@ -4,14 +4,15 @@ import io
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.deps import RegistryDep, require_api_key
+from app.deps import RegistryDep, VersionedRoute, require_api_key, serving
 from app.errors import error_responses
 from app.registry import Model
 
 router = APIRouter(
+    route_class=VersionedRoute,  # the codebook names the version it came from, as the operations do
     prefix="/v1",
     tags=["models"],
     dependencies=[Depends(require_api_key)],
@@ -79,15 +80,15 @@ async def get_model(name: str, registry: RegistryDep) -> dict[str, Any]:
 )
 async def codebook(
     name: str,
+    request: Request,
     registry: RegistryDep,
     format: Annotated[Literal["npy", "json"], Query(description="npy (float32 [K, D]) or json")] = "npy",
 ) -> Response:
-    model = registry.get(name)
+    model = serving(request, registry, name)
     model.require("codebook")
     cb = model.codebook if model.codebook is not None else np.zeros((0, 0), np.float32)
-    headers = {"X-Model-Version": model.version} if model.version else None  # as the operations send it
     if format == "json":
-        return JSONResponse({"codebook": cb.tolist(), "shape": list(cb.shape)}, headers=headers)
+        return JSONResponse({"codebook": cb.tolist(), "shape": list(cb.shape)})
     buf = io.BytesIO()
     np.save(buf, cb, allow_pickle=False)
-    return Response(buf.getvalue(), media_type="application/x-npy", headers=headers)
+    return Response(buf.getvalue(), media_type="application/x-npy")

@@ -48,9 +48,7 @@ async def live() -> dict[str, bool]:
 @health.get("/ready", summary="Readiness: every graph loaded and warmed up")
 async def ready(request: Request) -> dict[str, bool]:
     registry = getattr(request.app.state, "registry", None)
-    if registry is None or not registry.started:
-        raise NotReady("the service is starting")
-    problem = registry.not_ready()
+    problem = "the service is starting" if registry is None else registry.not_ready()
     if problem is not None:
         raise NotReady(problem)
     return {"ready": True}

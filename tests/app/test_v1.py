@@ -349,19 +349,21 @@ def test_compressed_bodies_are_inflated(client: TestClient, image_bytes) -> None
     assert bad.status_code == 415 and "Content-Encoding" in bad.json()["error"]["message"]
 
 
+def inpaint_with_mask(client: TestClient, image: bytes, mask: Image.Image, query: str = "") -> dict:  # type: ignore[type-arg]
+    """The MAE's JSON inpainting answer for `image` with `mask` sent as a PNG."""
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    files = {"image": ("x.png", image, "image/png"), "mask": ("m.png", buf.getvalue(), "image/png")}
+    return client.post(f"/v1/models/mae/inpaint?format=json&{query}", files=files).json()  # type: ignore[no-any-return]
+
+
 def test_inpaint_mask_painted_on_a_transparent_layer_marks_only_its_strokes(
     client: TestClient, image_bytes
 ) -> None:  # type: ignore[no-untyped-def]
     mask = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent: kept
     mask.putpixel((5, 1), (255, 255, 255, 255))  # one opaque white pixel: patch (row 0, col 1)
     mask.putpixel((13, 13), (255, 255, 255, 40))  # white but nearly transparent: kept
-    buf = io.BytesIO()
-    mask.save(buf, "PNG")
-    files = {
-        "image": ("x.png", image_bytes(16, 16), "image/png"),
-        "mask": ("m.png", buf.getvalue(), "image/png"),
-    }
-    j = client.post("/v1/models/mae/inpaint?fit=none&format=json", files=files).json()
+    j = inpaint_with_mask(client, image_bytes(16, 16), mask, "fit=none")
     expected = np.zeros((4, 4), int)
     expected[0, 1] = 1
     assert np.array_equal(j["mask"], expected), j["mask"]
@@ -375,13 +377,7 @@ def test_inpaint_mask_on_a_large_image_keeps_thin_strokes(client: TestClient, im
     for x in range(160):
         mask.putpixel((x, 60), 255)
     mask.putpixel((80, 15), 255)
-    buf = io.BytesIO()
-    mask.save(buf, "PNG")
-    files = {
-        "image": ("x.png", image_bytes(160, 120), "image/png"),
-        "mask": ("m.png", buf.getvalue(), "image/png"),
-    }
-    j = client.post("/v1/models/mae/inpaint?format=json", files=files).json()
+    j = inpaint_with_mask(client, image_bytes(160, 120), mask)
     expected = np.zeros((4, 4), int)
     expected[2, :] = 1
     expected[0, 2] = 1

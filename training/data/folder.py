@@ -98,14 +98,17 @@ def _walk(
             unreadable.append((path, exc.strerror or str(exc)))
 
 
-def load_image(path: Path, image_size: int) -> np.ndarray:
-    """Decode `path` (first frame) as the service does: EXIF orientation applied, 16-bit gray scaled,
-    transparency composited on white, then the short side resized to image_size and centre-cropped
-    (app.imaging's conversion and fit=center-crop, so a model sees the same pixels in training and
-    when served). uint8 [S, S, 3]."""
+def decode_image(path: Path, channels: int) -> Image.Image:
+    """Decode `path` (first frame) as the service decodes an upload: EXIF orientation applied, 16-bit
+    gray scaled, transparency composited on white; RGB (channels 3) or gray (1), at full size."""
     with Image.open(path) as image:
-        rgb = imaging.to_channels(imaging.upright(image, field=str(path)), 3)
-    return np.asarray(imaging.fit(rgb, image_size, image_size, "center-crop"))
+        return imaging.to_channels(imaging.upright(image, field=str(path)), channels)
+
+
+def load_image(path: Path, image_size: int) -> np.ndarray:
+    """`decode_image` in RGB, then the short side resized to image_size and centre-cropped (app.imaging's
+    fit=center-crop, so a model sees the same pixels in training and when served). uint8 [S, S, 3]."""
+    return np.asarray(imaging.fit(decode_image(path, 3), image_size, image_size, "center-crop"))
 
 
 class FolderDataset(Dataset[torch.Tensor]):
