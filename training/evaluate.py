@@ -10,7 +10,9 @@ a folder's val files. The JSON result goes to stdout, progress to stderr, figure
 What is measured, per kind (docs/ARTIFACT.md names the manifest keys):
 - every kind: PSNR and SSIM (skimage, data_range 1), mean over the held-out images;
 - vae, beta_vae: negative ELBO in bits/dim with one eps per image from a seeded generator; on shapes
-  also MIG (disentanglement_lib's recipe, see `training.metrics.mig`);
+  also MIG (disentanglement_lib's recipe, see `training.metrics.mig`), with the latent x factor
+  mutual-information table behind it (`mig_matrix`) and, in the report, that table and each active
+  latent's mean code against each factor, which show why a factor scores low (shared, or folded);
 - vqvae: codebook usage and perplexity over every token of the held-out set; on photographs, the
   tokens as a codec against JPEG and WebP at the same byte count;
 - mae: PSNR on the removed patches at 75 % masking against mean-fill and Telea inpainting on the very
@@ -258,11 +260,12 @@ def _evaluate_vae(ctx: _Context) -> None:
         )
     kl_per_latent = 0.5 * (mean.astype(np.float64) ** 2 + np.exp(logvar) - 1.0 - logvar).mean(axis=0)  # nats
     result.details["kl_per_latent_nats"] = [round(float(v), 4) for v in kl_per_latent]
-    if data.spec == "shapes":
-        _mig(backend, settings, result)
+    mig_codes = _mig(backend, settings, result) if data.spec == "shapes" else None
     if report_dir is None:
         return
     order = np.argsort(-kl_per_latent)[: min(10, mean.shape[1])]  # the most informative latents first
+    if mig_codes is not None:
+        _factor_figures(ctx, *mig_codes, order, kl_per_latent)
     steps = np.linspace(-3.0, 3.0, 9, dtype=np.float32)  # prior standard deviations
     rows = []
     for j in order:
@@ -302,7 +305,8 @@ def _interpolations(
     )
 
 
-def _mig(backend: Backend, settings: Settings, result: Result) -> None:
+def _mig(backend: Backend, settings: Settings, result: Result) -> tuple[np.ndarray, np.ndarray]:
+    """MIG on `mig_n` held-out shapes; returns their mean codes `[N, Z]` and factor classes `[N, 5]`."""
     from training.data.shapes import classes_of
 
     shapes = _shapes_val(backend.info)
@@ -312,13 +316,51 @@ def _mig(backend: Backend, settings: Settings, result: Result) -> None:
     means = []
     for part in np.array_split(chosen, max(1, len(chosen) // settings.batch_size)):
         means.append(backend.encode(shapes.images(part).numpy())[0])
-    score, gaps = metrics.mig(np.concatenate(means).astype(np.float64), classes_of(chosen))
+    codes, classes = np.concatenate(means).astype(np.float64), classes_of(chosen)
+    score, gaps = metrics.mig(codes, classes)
     result.metrics["mig"] = score
     result.details["mig_per_factor"] = dict(
         zip(SHAPES_FACTORS, (round(float(g), 4) for g in gaps), strict=True)
     )
+    mi, entropy = metrics.mutual_info_matrix(codes, classes)
+    # MI / H(factor), [Z][F]: which latents carry each factor (MIG is each column's top two, subtracted)
+    result.details["mig_matrix"] = [[round(float(v), 4) for v in row] for row in mi / entropy]
     result.details["mig_n"] = int(len(chosen))
     result.details["mig_method"] = "disentanglement_lib: mean code, 20-bin histograms, numpy MI (nats)"
+    return codes, classes
+
+
+def _factor_figures(
+    ctx: _Context, codes: np.ndarray, classes: np.ndarray, order: np.ndarray, kl_per_latent: np.ndarray
+) -> None:
+    """The MI table as a heat map, and each latent's mean code against each factor (MIG's diagnosis).
+
+    A latent that carries a factor in one monotonic curve scores well; one that folds it (a curve that
+    rises then falls) or shares it with another latent scores near zero, which the curves show."""
+    assert ctx.report_dir is not None
+    labels = [f"z{j} (KL {kl_per_latent[j]:.2f})" for j in order]
+    matrix = np.asarray(ctx.result.details["mig_matrix"])[order]
+    ctx.result.figures["mutual information / factor entropy (rows: latents by KL)"] = report.save_heatmap(
+        ctx.report_dir / "mig_matrix.png",
+        matrix,
+        row_labels=labels,
+        col_labels=list(SHAPES_FACTORS),
+        title=f"MI(latent; factor) / H(factor); MIG {ctx.result.metrics['mig']:.3f}",
+    ).name
+    shown = [j for j in order if kl_per_latent[j] >= 0.05 * kl_per_latent[order[0]]] or list(order[:1])
+    curves = []
+    for k, name in enumerate(SHAPES_FACTORS):
+        values = np.unique(classes[:, k])
+        means = np.array([[codes[classes[:, k] == v, j].mean() for v in values] for j in shown])
+        curves.append((name, values, means))
+    ctx.result.figures["mean code of each active latent against each factor"] = report.save_curves(
+        ctx.report_dir / "factor_curves.png",
+        curves,
+        series_labels=[f"z{j}" for j in shown],
+        xlabel="factor class",
+        ylabel="mean code",
+        title="mean code of the active latents against each factor (other factors averaged out)",
+    ).name
 
 
 def _evaluate_vqvae(ctx: _Context) -> None:

@@ -132,6 +132,24 @@ def mutual_info(x: np.ndarray, y: np.ndarray) -> float:
     return float((pxy[nz] * (np.log(pxy[nz]) - np.log((px @ py)[nz]))).sum())
 
 
+def mutual_info_matrix(
+    codes: np.ndarray, factors: np.ndarray, num_bins: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual information of every latent with every factor, as MIG measures it.
+
+    codes: `[N, Z]` float (discretized here into `num_bins` bins per latent); factors: int `[N, F]`.
+    Returns (MI `[Z, F]` in nats, each factor's entropy `[F]` in nats). MI / entropy is the share of a
+    factor's information that a latent carries: the table behind MIG's gaps.
+    """
+    if codes.ndim != 2 or factors.ndim != 2 or codes.shape[0] != factors.shape[0]:
+        raise ValueError(f"expected codes [N, Z] and factors [N, F], got {codes.shape} and {factors.shape}")
+    discrete = histogram_discretize(codes, num_bins)
+    mi = np.array([[mutual_info(discrete[:, j], factors[:, k]) for k in range(factors.shape[1])]
+                   for j in range(codes.shape[1])])  # fmt: skip
+    entropy = np.array([mutual_info(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+    return mi, entropy
+
+
 def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> tuple[float, np.ndarray]:
     """Mutual Information Gap of a representation against ground-truth factors.
 
@@ -140,14 +158,9 @@ def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> tuple[flo
     factors and the per-factor gaps `[F]`. A factor with a single value (entropy 0) has no gap to
     measure: it gets NaN and is left out of the mean.
     """
-    if codes.ndim != 2 or factors.ndim != 2 or codes.shape[0] != factors.shape[0]:
-        raise ValueError(f"expected codes [N, Z] and factors [N, F], got {codes.shape} and {factors.shape}")
-    if codes.shape[1] < 2:
+    if codes.ndim == 2 and codes.shape[1] < 2:
         raise ValueError("MIG needs at least two latents")
-    discrete = histogram_discretize(codes, num_bins)
-    mi = np.array([[mutual_info(discrete[:, j], factors[:, k]) for k in range(factors.shape[1])]
-                   for j in range(codes.shape[1])])  # [Z, F]
-    entropy = np.array([mutual_info(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+    mi, entropy = mutual_info_matrix(codes, factors, num_bins)
     top2 = np.sort(mi, axis=0)[::-1][:2]  # [2, F]
     with np.errstate(invalid="ignore", divide="ignore"):
         gaps = np.where(entropy > 0, (top2[0] - top2[1]) / entropy, np.nan)

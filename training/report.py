@@ -121,6 +121,52 @@ def save_tradeoff(
     return _save(fig, path)
 
 
+def save_heatmap(
+    path: Path,
+    matrix: np.ndarray,
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+) -> Path:
+    """A `[R, C]` table of values in [0, 1] as a heat map, each cell's value written in it."""
+    rows, cols = matrix.shape
+    fig, ax = plt.subplots(figsize=(1.1 * cols + 2.2, 0.36 * rows + 1.4), dpi=100)
+    ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=max(1e-9, float(np.max(matrix))), aspect="auto")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if v > 0.6 * np.max(matrix) else "black")  # fmt: skip
+    ax.set_xticks(range(cols), list(col_labels), fontsize=8)
+    ax.set_yticks(range(rows), list(row_labels), fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def save_curves(
+    path: Path,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    *,
+    series_labels: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """One panel per (name, x `[P]`, y `[S, P]`): S lines against x; same series and y scale in each."""
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.6 * len(panels), 2.8), dpi=100, squeeze=False, sharey=True
+    )
+    for ax, (name, x, y) in zip(axes[0], panels, strict=True):
+        for series, label in zip(y, series_labels, strict=True):
+            ax.plot(x, series, ".-", linewidth=1, markersize=3, label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel(ylabel, fontsize=8)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

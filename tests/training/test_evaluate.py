@@ -22,7 +22,13 @@ EXPECTED_KEYS = {
 }  # fmt: skip
 EXPECTED_PNGS = {
     "vae": {"reconstructions.png", "traversals.png", "interpolations.png"},
-    "beta_vae": {"reconstructions.png", "traversals.png", "interpolations.png"},
+    "beta_vae": {
+        "reconstructions.png",
+        "traversals.png",
+        "interpolations.png",
+        "mig_matrix.png",
+        "factor_curves.png",
+    },
     "vqvae": {"reconstructions.png", "interpolations.png", "codec.png"},
     "mae": {"inpainting.png", "linear_probe.png"},
 }
@@ -73,6 +79,11 @@ def test_metric_values_are_plausible_for_their_kind(
         results[kind] = ev.evaluate(backend, data, ev.Settings(n=24, mig_n=300, probe_n=120), None)
     assert 0.0 <= results["beta_vae"].metrics["mig"] <= 1.0
     assert results["beta_vae"].details["mig_n"] == 300
+    table = np.array(results["beta_vae"].details["mig_matrix"])  # [latents, factors], MI / H(factor)
+    assert table.shape == (4, 5) and table.min() >= 0.0 and table.max() <= 1.0 + 1e-9
+    top2 = np.sort(table, axis=0)[::-1][:2]
+    gaps = results["beta_vae"].details["mig_per_factor"].values()
+    assert np.allclose(top2[0] - top2[1], list(gaps), atol=2e-4)  # MIG's gaps are read off this table
     vq = results["vqvae"]
     assert 0.0 < vq.metrics["codebook_usage"] <= 1.0
     assert 1.0 <= vq.metrics["perplexity"] <= 16  # tiny preset: K = 16

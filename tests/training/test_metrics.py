@@ -127,6 +127,16 @@ def test_mig_is_zero_for_a_factor_copied_into_two_latents() -> None:
     assert np.all(gaps[1:] > 0.98)
 
 
+def test_mutual_info_matrix_finds_the_latent_that_carries_each_factor() -> None:
+    f = _factors()
+    codes = np.concatenate([f[:, ::-1], _rng(4).standard_normal((f.shape[0], 1))], axis=1).astype(float)
+    mi, entropy = metrics.mutual_info_matrix(codes, f)
+    assert mi.shape == (6, 5) and entropy.shape == (5,)
+    share = mi / entropy
+    assert np.allclose(np.diag(share[::-1][1:]), 1.0)  # latent 4 - k holds factor k whole
+    assert share[5].max() < 0.05  # the noise latent holds next to nothing
+
+
 def test_mig_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError):
         metrics.mig(np.zeros((10, 4)), np.zeros((9, 5), dtype=np.int64))
