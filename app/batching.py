@@ -33,11 +33,17 @@ INLINE_MAX_VALUES = 3 * 128 * 128
 
 
 class BatchObserver(Protocol):
-    """Where a batcher reports what it does (the Prometheus metrics implement it)."""
+    """Where a batcher reports what it does (app.metrics.Metrics implements it).
+
+    A run's `phase_s` holds its seconds in compute_input (gathering the requests' inputs into one
+    batch), compute_infer (the graph) and compute_output (handing each request its slice); `queue_s`
+    has one entry per request: the time it waited before its run began."""
 
     def observe_batch(
-        self, graph: str, items: int, queue_s: list[float], compute_s: float, *, inline: bool = False
+        self, graph: str, items: int, queue_s: list[float], phase_s: dict[str, float], *, inline: bool = False
     ) -> None: ...
+
+    def observe_failure(self, graph: str, queue_s: list[float], seconds: float) -> None: ...
 
     def set_queue_depth(self, graph: str, depth: int) -> None: ...
 
@@ -272,27 +278,34 @@ class Batcher:
         try:
             outputs = self._run(feeds)
         except Exception as exc:
-            raise self._failed(exc) from exc
-        self._record(items, [started - enqueued], time.perf_counter() - started, inline=True)
+            raise self._failed(exc, [started - enqueued], time.perf_counter() - started) from exc
+        phases = {"compute_input": 0.0, "compute_infer": time.perf_counter() - started, "compute_output": 0.0}
+        self._record(items, [started - enqueued], phases, inline=True)
         return outputs
 
-    def _failed(self, exc: Exception) -> InferenceFailed:
+    def _failed(self, exc: Exception, queue_s: list[float], seconds: float) -> InferenceFailed:
         self.stats.failed_batches += 1
+        if self._observer is not None:
+            self._observer.observe_failure(self.name, queue_s, seconds)
         return InferenceFailed(f"{self.name}: inference failed: {exc}")
 
-    def _record(self, items: int, queue_s: list[float], compute_s: float, *, inline: bool = False) -> None:
+    def _record(
+        self, items: int, queue_s: list[float], phase_s: dict[str, float], *, inline: bool = False
+    ) -> None:
         self.stats.batches += 1
         self.stats.inline += inline
         self.stats.items += items
         self.stats.largest_batch = max(self.stats.largest_batch, items)
         self.stats.batch_sizes[items] += 1
         if self._observer is not None:
-            self._observer.observe_batch(self.name, items, queue_s, compute_s, inline=inline)
+            self._observer.observe_batch(self.name, items, queue_s, phase_s, inline=inline)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        queue_s = [started - p.enqueued for p in batch]
         feeds = {name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds}
         items = sum(p.items for p in batch)
+        gathered = time.perf_counter()
         self._running = True
         try:
             if self._run_here(feeds, items):
@@ -300,17 +313,20 @@ class Batcher:
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
         except Exception as exc:  # one runtime failure reaches every request of the batch
-            error = self._failed(exc)
+            error = self._failed(exc, queue_s, time.perf_counter() - started)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
             return
         finally:
             self._running = False
-        self._record(items, [started - p.enqueued for p in batch], time.perf_counter() - started)
+        ran = time.perf_counter()
         offset = 0
         for p in batch:
             part = {name: out[offset : offset + p.items] for name, out in outputs.items()}
             offset += p.items
             if not p.future.done():
                 p.future.set_result(part)
+        phases = {"compute_input": gathered - started, "compute_infer": ran - gathered,
+                  "compute_output": time.perf_counter() - ran}  # fmt: skip
+        self._record(items, queue_s, phases)

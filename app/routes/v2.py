@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app import version
-from app.deps import RegistryDep, SettingsDep, require_api_key
+from app.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from app.errors import (
     InvalidInput,
     ModelNotFound,
@@ -24,6 +24,7 @@ from app.errors import (
     error_responses,
 )
 from app.manifest import TensorSpec
+from app.metrics import GraphStats, Metrics
 from app.registry import Graph, Model
 from app.settings import Settings
 from app.uploads import decompressed, json_numbers
@@ -56,7 +57,7 @@ async def ready(request: Request) -> dict[str, bool]:
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "aeserve", "version": version(), "extensions": ["binary_tensor_data"]}
+    return {"name": "aeserve", "version": version(), "extensions": ["binary_tensor_data", "statistics"]}
 
 
 def _tensor_meta(t: TensorSpec) -> dict[str, Any]:
@@ -75,6 +76,59 @@ def _graph(registry: Any, graph: str, version: str | None = None) -> Graph:
     if version is not None and version != VERSION:
         raise ModelNotFound(f"{graph} has no version {version!r}; its only version is {VERSION!r}")
     return found
+
+
+def _stats(metrics: Metrics, g: Graph) -> dict[str, Any]:
+    return metrics.graph_stats.get(g.v2_name, GraphStats()).as_triton(g.v2_name, VERSION)
+
+
+# Declared before /models/{graph}, which would otherwise take "stats" for a graph's name.
+@router.get("/models/stats", summary="Inference statistics of every graph (Triton's statistics extension)")
+async def all_stats(registry: RegistryDep, metrics: MetricsDep) -> dict[str, Any]:
+    """Per graph since the server started: inference (items) and execution (runs) counts, and per request
+    the count and total nanoseconds of success, fail, queue, compute_input, compute_infer and
+    compute_output; batch_stats gives the phases per batch size. As tritonclient's
+    get_inference_statistics() reads them."""
+    return {"model_stats": [_stats(metrics, g) for g in registry.graphs.values()]}
+
+
+@router.get("/models/{graph}/stats", summary="Inference statistics of one graph")
+@router.get("/models/{graph}/versions/{version}/stats", include_in_schema=False)
+async def graph_stats(
+    graph: str, registry: RegistryDep, metrics: MetricsDep, version: str | None = None
+) -> dict[str, Any]:
+    return {"model_stats": [_stats(metrics, _graph(registry, graph, version))]}
+
+
+@router.post("/repository/index", summary="Every graph and its state (Triton's model repository extension)")
+async def repository_index(
+    request: Request, registry: RegistryDep, settings: SettingsDep
+) -> list[dict[str, Any]]:
+    """Graphs as READY (or UNAVAILABLE while not started), and each unavailable model as UNAVAILABLE
+    with its reason (its graphs are unknown when its manifest did not load). A body {"ready": true} keeps
+    the ready ones only. Loading and unloading through the repository API are not offered: the service
+    serves its model directory (POST /v1/admin/reload picks up changes)."""
+    body = decompressed(
+        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
+    )
+    try:
+        options = json.loads(body) if body.strip() else {}
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"the index request is not valid JSON: {exc}") from exc
+    if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+        raise InvalidInput('the index request must be a JSON object, with "ready" true or false if given')
+
+    def entry(name: str, reason: str) -> dict[str, Any]:
+        state = "UNAVAILABLE" if reason else "READY"
+        return {"name": name, "version": VERSION, "state": state, "reason": reason}
+
+    entries = []
+    for model in registry.models.values():
+        if not model.ready:
+            entries.append(entry(model.name, model.reason or "not loaded"))
+            continue
+        entries += [entry(g.v2_name, "" if g.batcher else "not started") for g in model.graphs.values()]
+    return [e for e in entries if e["state"] == "READY"] if options.get("ready") else entries
 
 
 @router.get("/models/{graph}", summary="Graph metadata")

@@ -8,6 +8,7 @@ import pytest
 
 from app.batching import Batcher, Feeds
 from app.errors import InferenceFailed, Overloaded
+from app.metrics import Metrics
 
 
 def double(feeds: Feeds) -> Feeds:
@@ -87,6 +88,32 @@ def test_a_failed_batch_fails_every_request_in_it() -> None:
         assert b.stats.failed_batches == 1
 
     asyncio.run(main())
+
+
+def test_failed_and_served_requests_reach_the_statistics() -> None:
+    def flaky(feeds: Feeds) -> Feeds:
+        if feeds["x"][0, 0] < 0:
+            raise RuntimeError("device lost")
+        return double(feeds)
+
+    metrics = Metrics()
+
+    async def main() -> None:
+        b = make(flaky, observer=metrics)
+        b.start()
+        bad = await asyncio.gather(
+            *(b.submit({"x": -np.ones((1, 2), np.float32)}) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, InferenceFailed) for r in bad)
+        await b.submit({"x": np.ones((2, 2), np.float32)})
+        await b.close()
+
+    asyncio.run(main())
+    stats = metrics.graph_stats["test"].as_triton("test", "1")
+    assert stats["inference_stats"]["fail"]["count"] == 3 and stats["inference_stats"]["fail"]["ns"] > 0
+    assert stats["inference_stats"]["success"]["count"] == 1 and stats["inference_count"] == 2
+    assert stats["execution_count"] == 1  # a failed run is no execution
+    assert 'aeserve_batch_failed_requests_total{graph="test"} 3.0' in metrics.render().decode()
 
 
 def test_requests_whose_client_left_are_skipped() -> None:

@@ -77,6 +77,13 @@ def test_broken_models_are_unavailable_while_others_serve(
         )
         assert c.get("/v2/models/vae_decoder").status_code == 404
         assert 'aeserve_model_ready{model="vae"} 0.0' in c.get("/metrics").text
+        index = {e["name"]: e for e in c.post("/v2/repository/index").json()}  # Triton's repository index
+        assert index["vae"]["state"] == "UNAVAILABLE" and "decoder.onnx is missing" in index["vae"]["reason"]
+        assert {n for n, e in index.items() if e["state"] == "READY"} == {
+            "beta_vae_encoder", "beta_vae_decoder", "beta_vae_reconstruct", "beta_vae_elbo"
+        }  # fmt: skip
+        ready_only = c.post("/v2/repository/index", json={"ready": True}).json()
+        assert {e["name"] for e in ready_only} == {n for n, e in index.items() if e["state"] == "READY"}
 
 
 def test_without_strict_readiness_a_broken_model_leaves_the_service_ready(  # type: ignore[no-untyped-def]

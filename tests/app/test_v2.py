@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import time
 import zlib
 
 import numpy as np
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 
 
 def test_server_health_and_metadata(client: TestClient) -> None:
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "statistics"]
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
     meta = client.get("/v2/models/vqvae_encoder").json()
@@ -219,3 +220,45 @@ def test_versions_config_compression_and_classification_as_triton_clients_use_th
         json={**doc, "outputs": [{"name": "image", "parameters": {"classification": 3}}]},
     )
     assert r.status_code == 400 and "classification" in r.json()["error"]
+
+
+def test_statistics_count_requests_items_runs_and_their_time(client: TestClient) -> None:
+    def stats() -> dict:  # type: ignore[type-arg]
+        (entry,) = client.get("/v2/models/vae_decoder/stats").json()["model_stats"]
+        return entry  # type: ignore[no-any-return]
+
+    before = stats()
+    for n in (2, 1):  # one after the other: two runs, of 2 and 1 items
+        z = np.zeros((n, 4), np.float32)
+        body = {"inputs": [{"name": "latent", "shape": [n, 4], "datatype": "FP32", "data": z.tolist()}]}
+        assert client.post("/v2/models/vae_decoder/infer", json=body).status_code == 200
+    after = stats()
+    assert after["name"] == "vae_decoder" and after["version"] == "1"
+    assert after["inference_count"] - before["inference_count"] == 3  # items
+    assert after["execution_count"] - before["execution_count"] == 2  # runs
+    was, now = before["inference_stats"], after["inference_stats"]
+    gained = {k: {f: now[k][f] - was[k][f] for f in ("count", "ns")} for k in now}
+    assert all(gained[k]["count"] == 2 for k in ("success", "queue", "compute_input", "compute_infer"))
+    assert gained["fail"] == {"count": 0, "ns": 0} and gained["cache_hit"] == {"count": 0, "ns": 0}
+    assert gained["compute_infer"]["ns"] > 0
+    parts = sum(gained[k]["ns"] for k in ("queue", "compute_input", "compute_infer", "compute_output"))
+    assert abs(gained["success"]["ns"] - parts) <= 8  # a request's time is its queue plus its run's phases
+    sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in after["batch_stats"]}
+    old_sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in before["batch_stats"]}
+    assert sizes[2] - old_sizes.get(2, 0) == 1 and sizes[1] - old_sizes.get(1, 0) == 1
+    assert abs(after["last_inference"] / 1000 - time.time()) < 60
+    every = client.get("/v2/models/stats").json()["model_stats"]
+    assert {e["name"] for e in every} == {e["name"] for e in client.post("/v2/repository/index").json()}
+    assert client.get("/v2/models/vae_decoder/versions/1/stats").status_code == 200
+    assert client.get("/v2/models/vae_decoder/versions/2/stats").status_code == 404
+    assert (
+        client.get("/v2/models/nope_decoder/stats")
+        .json()["error"]
+        .startswith("no graph named 'nope_decoder'")
+    )
+
+
+def test_repository_index_refuses_a_malformed_request(client: TestClient) -> None:
+    for body in (b"{", b'{"ready": "yes"}', b"[true]"):
+        r = client.post("/v2/repository/index", content=body)
+        assert r.status_code == 400 and "index request" in r.json()["error"]
