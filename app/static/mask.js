@@ -16,6 +16,8 @@ export function centreCrop(source, width, height) {
   const cw = width / scale;
   const ch = height / scale;
   const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff"; // transparency on white, as the service composites it
+  ctx.fillRect(0, 0, width, height);
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(source, (sw - cw) / 2, (sh - ch) / 2, cw, ch, 0, 0, width, height);
   return canvas;
@@ -46,6 +48,12 @@ export class MaskPainter extends CellCanvas {
     if (rows !== this.rows || cols !== this.cols) this.mask = new Uint8Array(rows * cols);
     Object.assign(this, { image, patch, rows, cols });
     this.draw();
+  }
+
+  /** No image: nothing to mask and nothing to send. */
+  clearImage() {
+    this.image = null;
+    this.ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
   }
 
   setMask(values) {
@@ -103,6 +111,7 @@ export class MaskPainter extends CellCanvas {
       canvas.width = w;
       canvas.height = h;
     }
+    ctx.clearRect(0, 0, w, h); // each frame from scratch: grid lines and the cursor never pile up
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.image, 0, 0, w, h);
     const p = this.patch * scale;

@@ -35,6 +35,7 @@ const state = {
   imageName: "",
   imageUrl: "",
   bitmap: null, // decoded current image, for client-side crops
+  imageSeq: 0, // which setImage call is the latest
   second: null, // {blob, url} for interpolation
   frames: [],
   playTimer: null,
@@ -80,6 +81,17 @@ async function busy(button, msgId, text, task) {
     button.disabled = false;
     button.removeAttribute("aria-busy");
   }
+}
+
+/** A number input's value; `fallback` when it is empty; an error naming its label when out of bounds. */
+function numberField(id, fallback) {
+  const input = $(id);
+  if (input.value.trim() === "" && !input.validity.badInput) return fallback;
+  if (!input.validity.valid) {
+    const label = input.closest("label")?.firstChild?.textContent?.trim() || id;
+    throw new Error(`${label}: ${input.validationMessage}`);
+  }
+  return Number(input.value);
 }
 
 const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : x === Infinity ? "∞" : "–");
@@ -174,6 +186,7 @@ function fillModelSelects() {
     if (models.some((m) => m.name === previous)) select.value = previous;
     $(section).classList.toggle("no-models", models.length === 0);
     select.disabled = models.length === 0;
+    $(section).querySelectorAll(".controls button").forEach((b) => (b.disabled = models.length === 0));
     if (!models.length) say(`${section === "interpolate" ? "interp" : section}-msg`, `No loaded model supports ${op}.`);
   }
 }
@@ -181,6 +194,7 @@ function fillModelSelects() {
 // ---------- the current image ----------
 
 async function setImage(blob, name) {
+  const seq = ++state.imageSeq; // an image chosen while an older one still decodes wins over it
   state.image = blob;
   state.imageName = name;
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
@@ -191,13 +205,16 @@ async function setImage(blob, name) {
   img.hidden = false;
   $("drop-zone").classList.add("has-image");
   $("interp-a").src = state.imageUrl;
+  let bitmap = null;
   try {
-    state.bitmap = await createImageBitmap(blob);
-    say("image-info", `${name} — ${state.bitmap.width}×${state.bitmap.height} px`);
+    bitmap = await createImageBitmap(blob);
   } catch {
-    state.bitmap = null;
-    say("image-info", `${name} — the browser cannot decode it; the service may still`, "error");
+    bitmap = null;
   }
+  if (seq !== state.imageSeq) return;
+  state.bitmap = bitmap;
+  if (bitmap) say("image-info", `${name} — ${bitmap.width}×${bitmap.height} px`);
+  else say("image-info", `${name} — the browser cannot decode it; the service may still`, "error");
   document.querySelectorAll(".sample-button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.name === name)));
   runReconstruct();
   runTokens();
@@ -230,7 +247,8 @@ function setupImagePicker() {
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
     zone.classList.remove("dragging");
-    const file = [...(e.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/"));
+    // an unknown type (a file without an extension) goes to the service, which knows images by content
+    const file = [...(e.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/") || f.type === "");
     if (file) setImage(file, file.name);
     else say("image-info", "That was not an image file.", "error");
   });
@@ -288,7 +306,7 @@ async function runReconstruct() {
 
 // ---------- VQ-VAE tokens ----------
 
-const tokenView = { editor: null, palette: null, colors: {}, model: null, run: 0 };
+const tokenView = { editor: null, palette: null, colors: {}, model: null, run: 0, uneditedUrl: null };
 
 function chooseCode(code) {
   const size = tokenView.palette.colors.length;
@@ -331,13 +349,14 @@ async function runTokens() {
     $("token-canvas").setAttribute("aria-label", `Token grid of ${h}×${w} codes, ${distinct} distinct`);
     $("token-caption").textContent = `${h}×${w} tokens · ${distinct} distinct of ${colors.length}`;
     const recon = answer.image ?? answer.reconstruction;
-    if (recon) showDecoded(api.imageUrl(recon), "Decoded tokens (unedited)");
+    if (recon) showDecoded(api.imageUrl(recon), "Decoded tokens (unedited)", true);
     else await decodeTokens(true);
     say("tokens-msg", "Tokens ready. Paint on the grid, then decode.", "ok");
   });
 }
 
-function showDecoded(url, caption) {
+function showDecoded(url, caption, unedited = false) {
+  if (unedited) tokenView.uneditedUrl = url;
   const img = $("tokens-decoded");
   img.src = url;
   img.classList.remove("placeholder");
@@ -350,7 +369,7 @@ async function decodeTokens(quiet = false) {
   if (!editor.tokens) throw new Error("encode an image first");
   const answer = await api.operate(tokenView.model, "decode", { tokens: [editor.tokens] });
   const edits = editor.edits;
-  showDecoded(api.imageUrl(answer.image ?? answer.images?.[0]), edits ? `Decoded with ${edits} edited token${edits > 1 ? "s" : ""}` : "Decoded tokens (unedited)");
+  showDecoded(api.imageUrl(answer.image ?? answer.images?.[0]), edits ? `Decoded with ${edits} edited token${edits > 1 ? "s" : ""}` : "Decoded tokens (unedited)", !edits);
   if (!quiet) say("tokens-msg", `Decoded ${edits} edit${edits === 1 ? "" : "s"}.`, "ok");
 }
 
@@ -364,7 +383,10 @@ function setupTokens() {
   $("tokens-tool").addEventListener("change", (e) => (tokenView.editor.tool = e.target.value));
   $("tokens-model").addEventListener("change", runTokens);
   $("tokens-encode").addEventListener("click", runTokens);
-  $("tokens-reset").addEventListener("click", () => tokenView.editor.reset());
+  $("tokens-reset").addEventListener("click", () => {
+    tokenView.editor.reset();
+    if (tokenView.uneditedUrl) showDecoded(tokenView.uneditedUrl, "Decoded tokens (unedited)");
+  });
   const button = $("tokens-decode");
   button.addEventListener("click", () => busy(button, "tokens-msg", "Decoding…", () => decodeTokens(false)));
 }
@@ -424,7 +446,7 @@ async function runInterpolate() {
   const form = new FormData();
   form.append("start", state.image, state.imageName || "start.png");
   form.append("end", b.blob, b.name || "end.png");
-  const query = { steps: $("interp-steps").value, method: $("interp-method").value };
+  const query = { steps: numberField("interp-steps", 9), method: $("interp-method").value };
   const answer = await api.operate($("interp-model").value, "interpolate", form, query);
   stopPlaying();
   state.frames = (answer.frames ?? answer.images ?? []).map((f) => api.imageUrl(f));
@@ -448,14 +470,23 @@ function setupInterpolate() {
   select.replaceChildren(...SAMPLES.map((s) => el("option", { value: s.file, text: s.label })),
     el("option", { value: "__file", text: "A file…" }));
   select.value = "coffee.png";
-  const file = el("input", { type: "file", accept: "image/*", class: "visually-hidden", id: "interp-file", "aria-label": "Second image file" });
-  select.after(file);
-  select.addEventListener("change", () => select.value === "__file" && file.click());
+  const file = el("input", { type: "file", accept: "image/*", class: "visually-hidden", id: "interp-file", tabindex: "-1", "aria-label": "Second image file" });
+  const choose = el("button", { type: "button", id: "interp-choose", text: "Choose a file…" });
+  select.closest("label").after(choose, file);
+  choose.addEventListener("click", () => file.click());
+  const showEnd = () => {
+    const sample = SAMPLES.find((s) => s.file === select.value);
+    $("interp-b").src = sample ? `/static/samples/${sample.file}` : state.second?.url || "";
+  };
+  select.addEventListener("change", () => (select.value === "__file" && !state.second ? file.click() : showEnd()));
   file.addEventListener("change", () => {
     const f = file.files[0];
     if (!f) return;
+    if (state.second) URL.revokeObjectURL(state.second.url);
     state.second = { blob: f, name: f.name, url: URL.createObjectURL(f) };
-    $("interp-b").src = state.second.url;
+    select.querySelector('option[value="__file"]').textContent = `File: ${f.name}`;
+    select.value = "__file";
+    showEnd();
   });
   $("interp-b").src = "/static/samples/coffee.png";
   $("interp-slider").addEventListener("input", (e) => (stopPlaying(), setFrame(Number(e.target.value))));
@@ -480,11 +511,12 @@ function imageGrid(containerId, urls, columns, rowLabels, altOf) {
 }
 
 async function runTraverse() {
-  const steps = Number($("traverse-steps").value);
-  const range = Number($("traverse-range").value);
   const model = state.models.find((m) => m.name === $("traverse-model").value);
-  const zdim = model?.latent?.shape?.[0] || 1;
-  const count = Math.max(1, Math.min(zdim, Number($("traverse-dims").value) || zdim));
+  if (!model) throw new Error("no loaded model supports traverse");
+  const steps = numberField("traverse-steps", 7);
+  const range = numberField("traverse-range", 3);
+  const zdim = model.latent?.shape?.[0] || 1;
+  const count = Math.min(zdim, numberField("traverse-dims", zdim));
   const query = { steps, low: -range, high: range, dims: Array.from({ length: count }, (_, d) => d).join(",") };
   // around the current image's code when there is one, else around the prior's mean (zero)
   const answer = await api.operate(model.name, "traverse", state.image ? imageForm() : undefined, query);
@@ -498,9 +530,11 @@ async function runTraverse() {
 }
 
 async function runSample() {
-  const n = Number($("sample-count").value);
-  const seed = Number($("sample-seed").value);
-  const answer = await api.operate($("sample-model").value, "sample", undefined, { n, seed });
+  const name = $("sample-model").value;
+  if (!name) throw new Error("no loaded model supports sample");
+  const n = numberField("sample-count", 16);
+  const seed = numberField("sample-seed", 0);
+  const answer = await api.operate(name, "sample", undefined, { n, seed });
   const frames = (answer.images ?? []).map((f) => api.imageUrl(f));
   imageGrid("sample-grid", frames, Math.min(8, Math.ceil(Math.sqrt(frames.length))), null, (k) => `Sample ${k + 1}, seed ${seed}`);
   say("sample-msg", `${frames.length} samples with seed ${seed}.`, "ok");
@@ -525,7 +559,12 @@ const inpaintModel = () => state.models.find((m) => m.name === $("inpaint-model"
 
 function prepareMask() {
   const m = inpaintModel();
-  if (!m || !state.bitmap) return;
+  if (!m) return;
+  if (!state.bitmap) {
+    painter.clearImage(); // never keep the previous image's crop: Inpaint would send it
+    $("mask-caption").textContent = state.image ? "The browser cannot decode this image, so it cannot be masked here." : "";
+    return;
+  }
   const crop = centreCrop(state.bitmap, m.input.width, m.input.height);
   if (m.input.channels === 1) {
     // show what the model sees
@@ -553,7 +592,7 @@ function syncInpaintMode() {
 async function runInpaint() {
   const m = inpaintModel();
   if (!m) throw new Error("no MAE model");
-  if (!painter.image) throw new Error("choose an image first");
+  if (!painter.image) throw new Error(state.image ? "the browser cannot decode this image; choose another" : "choose an image first");
   const mode = inpaintMode();
   const form = imageForm({}, await canvasToBlob(painter.image), "crop.png");
   let query = {};

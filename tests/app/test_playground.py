@@ -349,6 +349,76 @@ def test_traversal_grid_and_prior_samples(page: sync_api.Page, server: str, tmp_
     _shot(page.locator("#sample"), tmp_path / "samples.png")
 
 
+def test_the_latest_image_wins_and_transparency_shows_on_white(
+    page: sync_api.Page, server: str, tmp_path: Path
+) -> None:
+    _loaded(page, server)
+    # the first file decodes slowly, so the sample chosen after it is decoded first
+    page.evaluate("""() => { const real = window.createImageBitmap.bind(window);
+        window.createImageBitmap = async (blob, ...rest) => {
+          if (blob.name === 'slow.png') await new Promise((r) => setTimeout(r, 1500));
+          return real(blob, ...rest); }; }""")
+    slow = tmp_path / "slow.png"
+    Image.new("RGB", (40, 30), (0, 0, 255)).save(slow)
+    page.set_input_files("#file-input", str(slow))
+    page.click('.sample-button[data-name="Rocket"]')
+    page.wait_for_timeout(2500)  # the slow decode has finished by now, and must have changed nothing
+    assert page.locator("#image-info").inner_text().startswith("Rocket — ")
+    assert page.locator('.sample-button[data-name="Rocket"]').get_attribute("aria-pressed") == "true"
+    page.wait_for_function("document.querySelector('#recon-grid .original')?.alt.includes('Rocket')")
+
+    # a red disc on a transparent ground: the mask canvas shows white around it, as the service sees it
+    yy, xx = np.mgrid[0:64, 0:64]
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[(yy - 32) ** 2 + (xx - 32) ** 2 < 15**2] = (255, 0, 0, 255)
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    page.set_input_files("#file-input", str(tmp_path / "alpha.png"))
+    page.wait_for_function("document.querySelector('#image-info').textContent.startsWith('alpha.png')")
+    shot = _shot(page.locator("#mask-canvas"), tmp_path / "mask_alpha.png")
+    corner = shot[: shot.shape[0] // 8, : shot.shape[1] // 8].reshape(-1, 3)
+    assert corner.mean(axis=0).min() > 235, f"the transparent corner is not white: {corner.mean(axis=0)}"
+
+
+def test_an_image_the_browser_cannot_decode_is_never_inpainted_as_the_last_one(
+    page: sync_api.Page, server: str, tmp_path: Path
+) -> None:
+    _loaded(page, server)
+    caption = page.locator("#inpaint-caption").inner_text()
+    bad = tmp_path / "notimage.png"
+    bad.write_bytes(b"these bytes are no image")
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_function("document.querySelector('#image-info').textContent.includes('cannot decode')")
+    assert "cannot decode" in page.locator("#mask-caption").inner_text()
+    page.check('input[name="inpaint-mode"][value="ratio"]')
+    page.click("#inpaint-run")
+    page.wait_for_function("document.querySelector('#inpaint-msg').textContent.includes('cannot decode')")
+    assert page.locator("#inpaint-caption").inner_text() == caption  # nothing was inpainted
+
+
+def test_second_image_file_and_number_fields(page: sync_api.Page, server: str, tmp_path: Path) -> None:
+    _loaded(page, server)
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(tmp_path / "green.png")
+    assert page.locator("#interp-file").get_attribute("tabindex") == "-1"  # the button is the Tab stop
+    with page.expect_file_chooser() as chooser:
+        page.click("#interp-choose")
+    chooser.value.set_files(str(tmp_path / "green.png"))
+    assert page.locator("#interp-second").input_value() == "__file"
+    assert page.locator("#interp-second option[value=__file]").inner_text() == "File: green.png"
+    assert page.locator("#interp-b").get_attribute("src").startswith("blob:")
+    page.select_option("#interp-second", "rocket.png")  # the end thumbnail follows the choice at once
+    assert page.locator("#interp-b").get_attribute("src") == "/static/samples/rocket.png"
+
+    page.fill("#traverse-dims", "0")  # out of the field's bounds: named, not run with every dimension
+    page.click("#traverse-run")
+    page.wait_for_function("document.querySelector('#traverse-msg').textContent.startsWith('Error')")
+    assert "Dimensions" in page.locator("#traverse-msg").inner_text()
+    page.fill("#traverse-dims", "")
+    page.fill("#traverse-steps", "")  # empty: the default
+    page.click("#traverse-run")
+    page.wait_for_function("document.querySelectorAll('#traverse-grid img').length > 0")
+    assert page.locator("#traverse-msg").inner_text().split(" dimensions × ")[1].startswith("7 values")
+
+
 def test_api_key_flow(page: sync_api.Page, keyed_server: str, tmp_path: Path) -> None:
     page.goto(keyed_server + "/")
     prompt = page.locator("#auth-prompt")
