@@ -277,6 +277,9 @@ class _Run:
         n_val = min(len(val_data), cfg.val_images) if cfg.val_images else len(val_data)
         picked = np.linspace(0, len(val_data) - 1, n_val).round().astype(int)  # evenly spaced, fixed
         self.val_data = Subset(val_data, picked[self.world.rank :: self.world.size].tolist())
+        # a rank left without validation images (fewer than processes) still needs the logged keys, so
+        # that every rank sums a tensor of the same length: it runs one image, counted with weight 0
+        self.val_probe = Subset(val_data, picked[:1].tolist())
         self.sampler = ShardSampler(len(self.train_data), seed=cfg.seed, world=self.world)
         self.steps_per_epoch = len(self.sampler) // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -431,8 +434,14 @@ class _Run:
             row = torch.tensor([logs[k] * len(x) for k in keys], dtype=torch.float64)
             sums = row if sums is None else sums + row
             count += len(x)
+        if not keys and len(self.val_probe):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                x = next(iter(self._loader(self.val_probe)))
+                _, logs = self.model.loss(x.to(self.device), generator=generator, step=self.step)
+            keys = sorted(logs)
         self.model.train()
-        totals = torch.cat([sums if sums is not None else torch.zeros(len(keys)), torch.tensor([count])])
+        zeros = torch.zeros(len(keys), dtype=torch.float64)  # float64 on every rank: the same bytes to sum
+        totals = torch.cat([sums if sums is not None else zeros, torch.tensor([count], dtype=torch.float64)])
         if self.world.distributed:
             totals = distributed.all_reduce_sum(totals.to(self.device), self.world).cpu()
         means = {k: float(v) / max(float(totals[-1]), 1.0) for k, v in zip(keys, totals[:-1], strict=True)}

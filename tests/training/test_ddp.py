@@ -36,6 +36,22 @@ def test_two_ranks_end_with_identical_weights(tmp_path: Path, kind: str) -> None
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["kind"] == kind
 
 
+def test_a_rank_without_validation_images_still_validates(tmp_path: Path) -> None:
+    # one validation image for two processes: rank 1 has none, and the ranks' sums must still match
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "training", "train", "--model", "vae", "--data", "shapes", "--preset", "tiny", "--steps", "2",
+        "--batch-size", "8", "--val-every", "2", "--val-images", "1", "--device", "cpu", "--quiet",
+        "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [r.split(",") for r in (tmp_path / "run" / "metrics.csv").read_text().splitlines()]
+    header, val = rows[0], [r for r in rows[1:] if r[1] == "val"]
+    assert len(val) == 1 and float(val[0][header.index("loss")]) > 0  # the one image's loss, not 0 / 2
+
+
 def _ema_rank(rank: int, init_file: str, out: str) -> None:
     import torch
     import torch.distributed as dist
