@@ -14,16 +14,25 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Serving needs no torch: the service extra alone.
+# Serving needs no torch: the service extra alone. The two ONNX Runtime builds share one module name, so
+# switching RUNTIME removes the other build first (both installed, the one imported is undefined).
+OTHER_RUNTIME := $(if $(filter gpu,$(RUNTIME)),cpu,gpu)
+ORT_PACKAGE_cpu := onnxruntime
+ORT_PACKAGE_gpu := onnxruntime-gpu
 $(VENV)/.serve-$(RUNTIME): pyproject.toml | $(BIN)/python
+	@if [ -e $(VENV)/.serve-$(OTHER_RUNTIME) ] || $(BIN)/pip show -q $(ORT_PACKAGE_$(OTHER_RUNTIME)) 2>/dev/null; then \
+	  $(BIN)/pip uninstall -q -y onnxruntime onnxruntime-gpu; rm -f $(VENV)/.serve-$(OTHER_RUNTIME) $(VENV)/.dev; fi
 	$(BIN)/pip install -q -e ".[$(RUNTIME)]"
 	touch $@
 
 setup-serve: $(VENV)/.serve-$(RUNTIME)
 
 # Training, export, tests and linters: torch is pinned to the CPU build on this machine's disk.
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[$(RUNTIME),train,dev]"
+# A plain index gives torch's CUDA build (several GB); TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes the CPU build from PyTorch's own index instead (this project's machines have it on disk).
+TORCH_INDEX ?=
+$(VENV)/.dev: pyproject.toml $(VENV)/.serve-$(RUNTIME) | $(BIN)/python
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e ".[$(RUNTIME),train,dev]"
 	touch $@
 
 setup-dev: $(VENV)/.dev browser wrk
@@ -49,7 +58,7 @@ wrk:
 setup: setup-serve setup-dev
 
 serve: setup-serve
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 test: setup-dev
 	$(BIN)/pytest

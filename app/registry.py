@@ -13,6 +13,7 @@ both maps in one step of the event loop. A model whose new version cannot load k
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,11 +53,25 @@ def provider_plan(choice: str) -> list[Any]:
     return [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
 
 
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, lowered by a cgroup v2 CPU quota ("200000 100000"
+    = 2 cores), as a container's `cpus` limit sets it. os.cpu_count() counts the host's cores, so replicas
+    with a limit would each size their thread pools for the whole host."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read: the affinity stands
+    return max(1, cores)
+
+
 def session_options(settings: Settings, on_cuda: bool) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not on_cuda:
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         opts.intra_op_num_threads = settings.intra_op_threads or max(1, cores // settings.workers)
         # Threads that spin between operators start each one sooner than threads woken from sleep, but
         # spinning after a run would burn the cores that decoding and the other workers need: they stop

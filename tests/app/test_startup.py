@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import StartupError
 from app.main import create_app
-from app.registry import provider_plan, session_options
+from app.registry import provider_plan, session_options, usable_cores
 from app.settings import DEFAULT_MODEL_DIR, Settings
 
 
@@ -146,3 +146,15 @@ def test_default_app_never_imports_torch() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AESERVE_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_usable_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    affinity = usable_cores(tmp_path / "absent")  # no quota file: the affinity alone
+    assert affinity >= 1
+    cpu_max.write_text("max 100000\n")  # no limit
+    assert usable_cores(cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # half a core: still one thread
+    assert usable_cores(cpu_max) == 1
+    cpu_max.write_text(f"{(affinity + 4) * 100000} 100000\n")  # a quota above the affinity: the affinity
+    assert usable_cores(cpu_max) == affinity
