@@ -107,7 +107,7 @@ async def repository_index(
     """Graphs as READY (or UNAVAILABLE while not started), and each unavailable model as UNAVAILABLE
     with its reason (its graphs are unknown when its manifest did not load). A body {"ready": true} keeps
     the ready ones only. Loading and unloading through the repository API are not offered: the service
-    serves its model directory (POST /v1/admin/reload picks up changes)."""
+    serves its model directory (POST /v1/admin/reload picks up changes); load and unload answer 400."""
     body = decompressed(
         await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
     )
@@ -129,6 +129,19 @@ async def repository_index(
             continue
         entries += [entry(g.v2_name, "" if g.batcher else "not started") for g in model.graphs.values()]
     return [e for e in entries if e["state"] == "READY"] if options.get("ready") else entries
+
+
+@router.post("/repository/models/{name}/load", summary="Not offered: the service serves its model directory")
+@router.post(
+    "/repository/models/{name}/unload", summary="Not offered: the service serves its model directory"
+)
+async def model_control(name: str) -> None:
+    """Triton answers explicit load and unload with an error unless started with explicit model control;
+    here the model directory is the source of truth, and a reload picks up its changes."""
+    raise InvalidInput(
+        f"explicit model load / unload is not offered ({name!r}): the service serves its model directory; "
+        "change the directory, then POST /v1/admin/reload (or send SIGHUP) to load what changed"
+    )
 
 
 @router.get("/models/{graph}", summary="Graph metadata")

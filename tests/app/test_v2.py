@@ -262,3 +262,6 @@ def test_repository_index_refuses_a_malformed_request(client: TestClient) -> Non
     for body in (b"{", b'{"ready": "yes"}', b"[true]"):
         r = client.post("/v2/repository/index", content=body)
         assert r.status_code == 400 and "index request" in r.json()["error"]
+    for action in ("load", "unload"):  # model control: the model directory is the source of truth
+        r = client.post(f"/v2/repository/models/vae_decoder/{action}")
+        assert r.status_code == 400 and "/v1/admin/reload" in r.json()["error"]
