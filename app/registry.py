@@ -99,13 +99,21 @@ class GraphSession:
     """One ONNX Runtime session; `run` is synchronous and thread-safe (called from the executor)."""
 
     def __init__(
-        self, path: Path, settings: Settings, plan: list[Any], files: Sequence[tuple[Path, str]] = ()
+        self,
+        path: Path,
+        settings: Settings,
+        plan: list[Any],
+        files: Sequence[tuple[Path, str]] = (),
+        image_values: Callable[[Feeds], int] | None = None,
     ) -> None:
         """files: what the graph reads, with the sha256 verified at load; a one-off session for a large
         run is made from them only while they still match (a reload may have replaced them). None given
-        (a benchmark's own session): the path is taken as it is."""
+        (a benchmark's own session): the path is taken as it is. image_values: how many image values a
+        run's feeds stand for (a token grid decodes to 48 times its size), so that a small input that
+        decodes to a large image counts as a large run too."""
         on_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA for p in plan)
         self.path, self.settings, self.files = path, settings, list(files)
+        self.image_values = image_values
         self.session = ort.InferenceSession(str(path), session_options(settings, on_cuda), providers=plan)
         self.provider: str = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -122,7 +130,7 @@ class GraphSession:
                 binding.bind_output(name, "cuda")
             self.session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
-        elif sum(a.size for a in feeds.values()) > LARGE_RUN_VALUES and self._files_unchanged():
+        elif self._large(feeds) and self._files_unchanged():
             options = session_options(self.settings, on_cuda=False)
             options.enable_cpu_mem_arena = False
             once = ort.InferenceSession(str(self.path), options, providers=[CPU])
@@ -130,6 +138,10 @@ class GraphSession:
         else:  # also a large run whose files changed on disk: the loaded session holds the right weights
             outputs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outputs, strict=True))
+
+    def _large(self, feeds: Feeds) -> bool:
+        values = sum(a.size for a in feeds.values())
+        return max(values, self.image_values(feeds) if self.image_values else 0) > LARGE_RUN_VALUES
 
     def _files_unchanged(self) -> bool:
         try:
@@ -236,6 +248,17 @@ class ReloadReport:
     removed: list[str] = field(default_factory=list)  # folder gone: no longer served
 
 
+def _image_values(adapter: KindAdapter, m: Manifest) -> Callable[[Feeds], int]:
+    """Feeds -> the values of the images they stand for (pixels x channels, the largest input's)."""
+
+    def values(feeds: Feeds) -> int:
+        return m.channels * max(
+            (adapter.pixels(m, n, list(a.shape)) for n, a in feeds.items() if a.ndim), default=0
+        )
+
+    return values
+
+
 def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
     """Load one artifact folder; a ManifestError or runtime failure leaves it unavailable."""
     model = Model(name=folder.name, folder=folder, fingerprint=_fingerprint(folder))
@@ -262,7 +285,13 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")
-            session = GraphSession(path, settings, plan, files=[(path, spec.sha256), *shared])
+            session = GraphSession(
+                path,
+                settings,
+                plan,
+                files=[(path, spec.sha256), *shared],
+                image_values=_image_values(adapter, manifest),
+            )
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
         if "codebook" in manifest.files:
             cb = manifest.files["codebook"]

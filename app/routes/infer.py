@@ -688,6 +688,15 @@ async def traverse_route(
         raise InvalidInput("dims must be comma-separated integers", field="dims") from exc
     if not chosen or any(not 0 <= d < zdim for d in chosen):
         raise InvalidInput(f"dims must lie in [0, {zdim})", field="dims")
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInput("dims names a dimension twice", field="dims")
+    count = len(chosen) * steps  # the grid's images, each decoded at the model's size
+    if (pixels := adapter.pixels(m, "latent", [count, zdim])) > settings.max_pixels:
+        raise PayloadTooLarge(
+            f"{len(chosen)} dims x {steps} steps decode to {count} images, {pixels} pixels; the limit is "
+            f"{settings.max_pixels} (AESERVE_MAX_PIXELS): ask for fewer dims or steps",
+            field="dims",
+        )
     upload = await read_upload(request, max_images=settings.max_images, allow_empty=True)
     fits: list[str] = []
     image = upload.optional("image")

@@ -300,7 +300,9 @@ def _check_values(model: Model | None, feeds: dict[str, np.ndarray]) -> None:
 
 def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # ASCII digits only ("²" is a digit to str.isdigit, and int() refuses 4,300 digits and more)
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) <= 19
+        if not digits or int(header_length) > len(body):
             raise InvalidInput("Inference-Header-Content-Length does not fit the body")
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     else:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from app.registry import LARGE_RUN_VALUES
 
 
 def test_metrics_count_requests_batches_and_providers(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]
@@ -92,6 +93,18 @@ def test_a_large_run_uses_the_weights_that_were_loaded(
         assert again.status_code == 200 and again.json()["tokens"] == first.json()["tokens"]
 
 
+def test_a_small_token_grid_that_decodes_to_a_large_image_is_a_large_run(client: TestClient) -> None:
+    """A token grid is 1/48 of the image it decodes to (x16 pixels, x3 channels): its run is sized by the
+    image, so the arena of the served session does not keep a full photograph's activations."""
+    decoder = client.app.state.registry.graph("vqvae_decoder").session  # type: ignore[attr-defined]
+    side = 300  # 90,000 tokens -> a 1200 x 1200 RGB image: 4.3 M values, over LARGE_RUN_VALUES
+    assert side * side < LARGE_RUN_VALUES < 3 * (4 * side) ** 2
+    assert decoder._large({"tokens": np.zeros((1, side, side), np.int64)})
+    assert not decoder._large({"tokens": np.zeros((1, 16, 16), np.int64)})
+    r = client.post("/v1/models/vqvae/decode?format=json", json={"tokens": [[[3] * side] * side]})
+    assert r.status_code == 200
+
+
 def test_steps_follow_the_max_steps_setting(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     """AESERVE_MAX_STEPS is the one cap on interpolation and traversal steps, above 64 too."""
     with TestClient(create_app(make_settings(tiny_artifacts, max_steps=80))) as c:
@@ -123,6 +136,10 @@ def test_body_limits(tiny_artifacts: Path, make_settings, image_bytes) -> None: 
 
         r = c.post("/v1/models/vae/reconstruct", content=chunks(), headers={"content-type": "image/png"})
         assert r.status_code == 413
+        # a traversal's grid counts against the pixels: 2 dims x 2 steps of 32 x 32 are 4,096 > 2,500
+        assert c.post("/v1/models/vae/traverse?steps=2&dims=0").status_code == 200
+        r = c.post("/v1/models/vae/traverse?steps=2&dims=0,1")
+        assert r.status_code == 413 and "fewer dims or steps" in r.json()["error"]["message"]
         r = c.post(
             "/v2/models/vae_decoder/infer", content=chunks(), headers={"content-type": "application/json"}
         )

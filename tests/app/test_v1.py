@@ -429,6 +429,8 @@ def test_traverse_grid(client: TestClient, image_bytes) -> None:  # type: ignore
     assert j["dims"] == [1, 3] and len(j["images"]) == 2 and len(j["images"][0]) == 2 and j["fit"]
     bad = client.post("/v1/models/vae/traverse?dims=9")
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "dims"
+    twice = client.post("/v1/models/vae/traverse?dims=0,0,0")  # no grid of one row repeated
+    assert twice.status_code == 422 and "twice" in twice.json()["error"]["message"]
 
 
 def test_score_per_kind(client: TestClient, image_bytes) -> None:  # type: ignore[no-untyped-def]

@@ -265,3 +265,13 @@ def test_repository_index_refuses_a_malformed_request(client: TestClient) -> Non
     for action in ("load", "unload"):  # model control: the model directory is the source of truth
         r = client.post(f"/v2/repository/models/vae_decoder/{action}")
         assert r.status_code == 400 and "/v1/admin/reload" in r.json()["error"]
+
+
+def test_a_malformed_header_length_is_a_400(client: TestClient) -> None:
+    for value in ("\u00b2", "9" * 5000, "-1", "12x"):
+        r = client.post(
+            "/v2/models/vae_decoder/infer",
+            content=b"{}",
+            headers={"Inference-Header-Content-Length": value.encode("latin-1")},  # type: ignore[dict-item]
+        )
+        assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"], value
