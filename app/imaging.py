@@ -37,6 +37,11 @@ class Fitted:
 INLINE_PIXELS = 128 * 128
 
 
+# A progressive JPEG has about 10 scans (libjpeg's default script), an embedded EXIF thumbnail a few more;
+# libjpeg-turbo's own limit for its tools is 500.
+MAX_JPEG_SCANS = 100
+
+
 def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image:
     """The image with only its header read, checked: empty, undecodable, an unsupported format, or over
     `max_pixels` each raise here, before any pixel is decoded (so a decompression bomb costs nothing)."""
@@ -57,6 +62,12 @@ def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.I
     if opened.format not in FORMATS:
         raise UnsupportedMediaType(
             f"{field} is {opened.format}; supported formats: {', '.join(FORMATS)}", field=field
+        )
+    if opened.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        # Each scan of a progressive JPEG is decoded over the whole image: a few KB of repeated scans cost
+        # minutes of CPU. Entropy-coded data stuffs every 0xFF byte, so each 0xFF 0xDA is a scan marker.
+        raise InvalidInput(
+            f"{field} is a JPEG of {scans} scans; at most {MAX_JPEG_SCANS} are accepted", field=field
         )
     width, height = opened.size
     if width * height > max_pixels:

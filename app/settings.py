@@ -69,6 +69,11 @@ class Settings(BaseSettings):
             "at the model's input (several images kept at their size with fit=none)."
         ),
     )
+    max_request_pixels: int = Field(
+        default=8 * 4096 * 4096,
+        ge=1,
+        description="Most pixels one request's images may hold as sent (what decoding them costs), summed.",
+    )
     max_images: int = Field(default=256, ge=1, description="Most images in one request (bulk tokens).")
     max_steps: int = Field(default=64, ge=2, description="Most interpolation/traversal steps.")
     max_samples: int = Field(

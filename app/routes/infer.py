@@ -158,13 +158,18 @@ async def _fitted(
     # The limit on pixels holds for the request in all, as for latents and v2 tensors: images kept at
     # their own size (fit=none) are counted from their headers, before any is decoded; the opened headers
     # are what the decoders below take, so no header is read twice.
-    sources: list[bytes | Image.Image] = list(data)
-    if fit in ("none", "trim"):  # trim keeps all but a few pixels
-        headers = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field) for b in data]
-        total = sum(img.width * img.height for img in headers)
-        sources = list(headers)
-    else:
-        total = len(data) * m.height * m.width
+    # Decoding costs what the images hold as sent, whatever the fit: that is bounded too.
+    headers = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field) for b in data]
+    sent = sum(img.width * img.height for img in headers)
+    if sent > settings.max_request_pixels:
+        raise PayloadTooLarge(
+            f"{len(data)} images in {field!r} hold {sent} pixels as sent, over the limit of "
+            f"{settings.max_request_pixels} pixels decoded for one request (AESERVE_MAX_REQUEST_PIXELS); "
+            "send fewer or smaller images",
+            field=field,
+        )
+    sources: list[bytes | Image.Image] = list(headers)
+    total = sent if fit in ("none", "trim") else len(data) * m.height * m.width  # trim: all but a few
     if total > settings.max_pixels:
         raise PayloadTooLarge(
             f"{len(data)} images in {field!r} come to {total} pixels at the model's input, over the pixel "

@@ -112,6 +112,19 @@ def test_decompression_bomb_is_refused_from_the_header(side: int) -> None:
         imaging.decode(png_header_only(side, side), max_pixels=10**6)
 
 
+def test_a_jpeg_of_endless_scans_is_refused_before_decoding() -> None:
+    buf = io.BytesIO()
+    gray = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    Image.fromarray(gray, "L").save(buf, "JPEG", progressive=True)
+    progressive = buf.getvalue()
+    assert 1 < progressive.count(b"\xff\xda") <= imaging.MAX_JPEG_SCANS
+    assert imaging.decode(progressive, max_pixels=10**6).size == (64, 64)  # a normal progressive JPEG
+    last_scan = progressive[progressive.rindex(b"\xff\xda") : progressive.rindex(b"\xff\xd9")]
+    bomb = progressive[: progressive.rindex(b"\xff\xd9")] + last_scan * 200 + b"\xff\xd9"
+    with pytest.raises(InvalidInput, match="JPEG of 2.. scans; at most 100"):
+        imaging.open_image(bomb, max_pixels=10**6)
+
+
 def test_unsupported_and_undecodable() -> None:
     with pytest.raises(UnsupportedMediaType, match="BMP"):
         imaging.decode(encode(Image.new("RGB", (4, 4)), "BMP"), max_pixels=100)

@@ -240,3 +240,14 @@ def test_json_logs_carry_the_request_id(client: TestClient, capsys) -> None:  # 
     finally:
         logs.configure("text", "WARNING")
         logging.getLogger("app").handlers.clear()
+
+
+def test_the_pixels_a_request_sends_are_bounded_whatever_the_fit(  # type: ignore[no-untyped-def]
+    tiny_artifacts: Path, make_settings, image_bytes
+) -> None:
+    with TestClient(create_app(make_settings(tiny_artifacts, max_request_pixels=4000))) as c:
+        two = [("images", (f"{i}.png", image_bytes(40, 40, seed=i), "image/png")) for i in range(2)]
+        assert c.post("/v1/models/vae/encode", files=two).status_code == 200  # 3,200 pixels as sent
+        three = [("images", (f"{i}.png", image_bytes(40, 40, seed=i), "image/png")) for i in range(3)]
+        r = c.post("/v1/models/vae/encode", files=three)  # 4,800: over, though 3 x 32 x 32 once fitted
+        assert r.status_code == 413 and "AESERVE_MAX_REQUEST_PIXELS" in r.json()["error"]["message"]
