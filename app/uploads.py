@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,6 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.imaging import IMAGE_CONTENT_TYPES
+
+# A JSON body above this is parsed, and its arrays checked, in a worker thread: 20 MB of nested lists
+# took 7.7 s on the event loop, and health probes waited for it.
+LARGE_JSON_BYTES = 256 * 1024
 
 
 def json_numbers(value: Any) -> np.ndarray:
@@ -91,6 +96,7 @@ class Upload:
     files: dict[str, list[bytes]] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
     json: Any = None
+    size: int = 0  # bytes of the body (after any Content-Encoding), for deciding where to parse it
 
     def images(self, name: str, *, required: bool = True) -> list[bytes]:
         if name in self.fields:
@@ -204,10 +210,16 @@ async def read_upload(
     if media in IMAGE_CONTENT_TYPES:
         return Upload(files={raw_field: [await request.body()]})
     if allow_json and (media == "application/json" or media.endswith("+json")):
-        try:
-            return Upload(json=json.loads(await request.body()))
+        body = await request.body()
+        try:  # a large body takes seconds to parse: off the event loop, which answers health probes
+            doc = (
+                await run_in_threadpool(json.loads, body)
+                if len(body) > LARGE_JSON_BYTES
+                else json.loads(body)
+            )
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
             raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
+        return Upload(json=doc, size=len(body))
     if allow_empty and not await request.body():
         return Upload()
     accepted = "multipart/form-data, " + ", ".join(sorted(IMAGE_CONTENT_TYPES))

@@ -10,6 +10,7 @@ import base64
 import io
 import math
 import os
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -37,7 +38,7 @@ from app.operations import (
 )
 from app.registry import Model
 from app.settings import Settings
-from app.uploads import Upload, json_numbers, read_upload
+from app.uploads import LARGE_JSON_BYTES, Upload, json_numbers, read_upload
 
 router = APIRouter(
     route_class=VersionedRoute,
@@ -190,6 +191,24 @@ async def _fitted(
             f"images kept at different sizes (fit={fit}); send one size per request", field=field
         )
     return np.stack([f.array for f in fitted]), fitted
+
+
+async def _json_array(upload: Upload, field: str, dtype: type) -> np.ndarray:
+    """`_array` of a field of the JSON body, in a worker thread when the body is large."""
+    value = upload.json.get(field)
+    if upload.size > LARGE_JSON_BYTES:
+        return await run_in_threadpool(_array, value, field, dtype)
+    return _array(value, field, dtype)
+
+
+async def _off_loop(values: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), in a worker thread when it works on more than INLINE_MAX_VALUES values (encoding a
+    long animation or many PNGs takes seconds, and the event loop answers health probes meanwhile)."""
+    return await run_in_threadpool(fn, *args) if values > INLINE_MAX_VALUES else fn(*args)
+
+
+def _b64pngs(images: np.ndarray) -> list[str]:
+    return [_b64png(i) for i in images]
 
 
 def _array(value: Any, field: str, dtype: type) -> np.ndarray:
@@ -421,11 +440,11 @@ async def decode(
     if not isinstance(upload.json, dict):
         raise InvalidInput("send a JSON object", field="body")
     if isinstance(adapter, VQVAEAdapter):
-        tokens = _check_tokens(_array(upload.json.get("tokens"), "tokens", np.int64), model, "tokens")
+        tokens = _check_tokens(await _json_array(upload, "tokens", np.int64), model, "tokens")
         _check_output(model, m, settings, "tokens", tokens.shape)
         images = await adapter.decode_tokens(model, tokens)
     else:
-        z = _array(upload.json.get("latent"), "latent", np.float32)
+        z = await _json_array(upload, "latent", np.float32)
         zdim = adapter.latent_shape(m, m.height, m.width)[0]
         given = list(z.shape)
         if z.ndim == 1:
@@ -435,7 +454,7 @@ async def decode(
         _check_output(model, m, settings, "latent", z.shape)
         images = await adapter.from_latent(model, z)
     if _wants(request, format, "png") == "json":
-        return JSONResponse({"images": [_b64png(i) for i in images]})
+        return JSONResponse({"images": await _off_loop(images.size, _b64pngs, images)})
     columns = math.ceil(math.sqrt(len(images)))
     return await _png(images[0] if len(images) == 1 else imaging.grid(images, columns))
 
@@ -448,8 +467,8 @@ async def _endpoints(
     if upload.json is not None:
         if not isinstance(upload.json, dict):
             raise InvalidInput("send a JSON object with start and end", field="body")
-        za = _check_latent(_array(upload.json.get("start"), "start", np.float32), m, model, "start")
-        zb = _check_latent(_array(upload.json.get("end"), "end", np.float32), m, model, "end")
+        za = _check_latent(await _json_array(upload, "start", np.float32), m, model, "start")
+        zb = _check_latent(await _json_array(upload, "end", np.float32), m, model, "end")
         if za.shape != zb.shape:
             raise InvalidInput("start and end latents differ in shape", field="end")
         return za[0], zb[0], []
@@ -508,15 +527,15 @@ async def interpolate_route(
     headers = _fit_header(fits)
     chosen = _wants(request, format, "png")
     if chosen == "json":
+        encoded = await _off_loop(frames.size, _b64pngs, frames)
         return JSONResponse(
-            {"frames": [_b64png(f) for f in frames], "steps": steps, "method": method, "fit": fits},
-            headers=headers,
+            {"frames": encoded, "steps": steps, "method": method, "fit": fits}, headers=headers
         )
     if chosen in ("gif", "webp"):
-        return Response(
-            imaging.animation_bytes(frames, chosen), media_type=f"image/{chosen}", headers=headers
-        )
-    return Response(imaging.png_bytes(imaging.grid(frames, steps)), media_type="image/png", headers=headers)
+        animation = await _off_loop(frames.size, imaging.animation_bytes, frames, chosen)
+        return Response(animation, media_type=f"image/{chosen}", headers=headers)
+    grid = await _off_loop(frames.size, lambda: imaging.png_bytes(imaging.grid(frames, steps)))
+    return Response(grid, media_type="image/png", headers=headers)
 
 
 @router.post(
@@ -714,13 +733,12 @@ async def traverse_route(
     rows = traverse(z0, low, high, steps).reshape(zdim, steps, zdim)[chosen].reshape(-1, zdim)
     images = await adapter.from_latent(model, rows)
     if _wants(request, format, "png") == "json":
+        encoded = await _off_loop(images.size, _b64pngs, images)
         return JSONResponse(
             {
                 "dims": chosen,
                 "values": np.linspace(low, high, steps).tolist(),
-                "images": [
-                    [_b64png(i) for i in images[r * steps : (r + 1) * steps]] for r in range(len(chosen))
-                ],
+                "images": [encoded[r * steps : (r + 1) * steps] for r in range(len(chosen))],
                 "fit": fits,
             },
             headers=_fit_header(fits),

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from app import version
+from app.batching import INLINE_MAX_VALUES
 from app.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from app.errors import (
     InvalidInput,
@@ -27,7 +29,7 @@ from app.manifest import TensorSpec
 from app.metrics import GraphStats, Metrics
 from app.registry import Graph, Model
 from app.settings import Settings
-from app.uploads import decompressed, json_numbers
+from app.uploads import LARGE_JSON_BYTES, decompressed, json_numbers
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
@@ -111,6 +113,10 @@ async def repository_index(
     body = decompressed(
         await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
     )
+    if len(body) > 4096:
+        raise InvalidInput(
+            f"the index request is {len(body)} bytes; it is a small JSON object (4096 at most)"
+        )
     try:
         options = json.loads(body) if body.strip() else {}
     except (ValueError, RecursionError) as exc:
@@ -419,26 +425,34 @@ async def infer(
     body = decompressed(
         await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
     )
-    doc, binary = _parse(body, request.headers.get("inference-header-content-length"))
-    items = {i["name"]: i for i in doc["inputs"]}
-    specs = {t.name: t for t in g.spec.inputs}
-    unknown = sorted(set(items) - set(specs))
-    missing = sorted(set(specs) - set(items))
-    if unknown or missing:
-        raise InvalidInput(f"{graph} takes inputs {sorted(specs)}; unknown {unknown}, missing {missing}")
-    feeds: dict[str, np.ndarray] = {}
-    offset = 0
+    header_length = request.headers.get("inference-header-content-length")
     model = registry.models.get(g.model)
 
     def check(spec: TensorSpec, shape: list[int]) -> None:
         _check_size(model, spec, shape, settings)
 
-    for item in doc["inputs"]:  # binary chunks follow the order of the inputs
-        feeds[item["name"]], offset = _input_array(item, specs[item["name"]], binary, offset, check)
-    if offset != len(binary):
-        raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
-    _check_values(model, feeds)
+    def parse() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        doc, binary = _parse(body, header_length)
+        items = {i["name"]: i for i in doc["inputs"]}
+        specs = {t.name: t for t in g.spec.inputs}
+        unknown = sorted(set(items) - set(specs))
+        missing = sorted(set(specs) - set(items))
+        if unknown or missing:
+            raise InvalidInput(f"{graph} takes inputs {sorted(specs)}; unknown {unknown}, missing {missing}")
+        feeds: dict[str, np.ndarray] = {}
+        offset = 0
+        for item in doc["inputs"]:  # binary chunks follow the order of the inputs
+            feeds[item["name"]], offset = _input_array(item, specs[item["name"]], binary, offset, check)
+        if offset != len(binary):
+            raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
+        _check_values(model, feeds)
+        return doc, feeds
+
+    # Parsing megabytes of JSON, and writing outputs as JSON lists, take seconds: off the event loop.
+    doc, feeds = await run_in_threadpool(parse) if len(body) > LARGE_JSON_BYTES else parse()
     outputs = await g.batcher.submit(feeds)
+    if sum(a.size for a in outputs.values()) > INLINE_MAX_VALUES:
+        return await run_in_threadpool(_response, g, doc, outputs)
     return _response(g, doc, outputs)
 
 

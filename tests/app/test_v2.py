@@ -259,7 +259,7 @@ def test_statistics_count_requests_items_runs_and_their_time(client: TestClient)
 
 
 def test_repository_index_refuses_a_malformed_request(client: TestClient) -> None:
-    for body in (b"{", b'{"ready": "yes"}', b"[true]"):
+    for body in (b"{", b'{"ready": "yes"}', b"[true]", b"[" + b" " * 5000 + b"]"):
         r = client.post("/v2/repository/index", content=body)
         assert r.status_code == 400 and "index request" in r.json()["error"]
     for action in ("load", "unload"):  # model control: the model directory is the source of truth
@@ -275,3 +275,24 @@ def test_a_malformed_header_length_is_a_400(client: TestClient) -> None:
             headers={"Inference-Header-Content-Length": value.encode("latin-1")},  # type: ignore[dict-item]
         )
         assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"], value
+
+
+def test_a_large_json_request_parses_off_the_event_loop_to_the_same_answer(client: TestClient) -> None:
+    """Over LARGE_JSON_BYTES the body is parsed, and the answer written, in a worker thread."""
+    from app.uploads import LARGE_JSON_BYTES
+
+    z = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    doc = {"inputs": [{"name": "latent", "shape": [3, 4], "datatype": "FP32", "data": z.tolist()}]}
+    pad = b" " * (LARGE_JSON_BYTES + 1)
+    small = client.post("/v2/models/vae_decoder/infer", content=json.dumps(doc).encode())
+    large = client.post("/v2/models/vae_decoder/infer", content=json.dumps(doc).encode() + pad)
+    assert small.status_code == large.status_code == 200 and small.json() == large.json()
+    broken = client.post("/v2/models/vae_decoder/infer", content=b"{" + pad)
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+    body = json.dumps({"latent": z.tolist()}).encode()
+    json_type = {"content-type": "application/json"}
+    v1 = [
+        client.post("/v1/models/vae/decode?format=json", content=b, headers=json_type)
+        for b in (body, body + pad)
+    ]
+    assert v1[0].status_code == v1[1].status_code == 200 and v1[0].json() == v1[1].json()
