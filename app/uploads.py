@@ -22,6 +22,19 @@ from app.imaging import IMAGE_CONTENT_TYPES
 LARGE_JSON_BYTES = 256 * 1024
 
 
+def check_json_lists(body: bytes, what: str) -> None:
+    """Refuse, before parsing, a JSON body made mostly of lists. Python's parser holds the interpreter
+    lock, so even in a worker thread 20 MB of `[],[],...` (6.5 M lists, 2.5 s to parse) stalls every
+    request. Real arrays hold numbers: a [N, h, w] token grid has one list per row of w numbers."""
+    lists = body.count(b"[")
+    if lists > 4096 + len(body) // 16:
+        raise InvalidInput(
+            f"{what} holds {lists} JSON lists in {len(body)} bytes; arrays this nested and this empty are "
+            "refused (send numbers, or use the binary tensor extension)",
+            field="body",
+        )
+
+
 def json_numbers(value: Any) -> np.ndarray:
     """A JSON value that must be a (nested) list of numbers, as a numpy array of numpy's choosing (object
     for integers beyond int64, which the caller converts or refuses).
@@ -211,6 +224,7 @@ async def read_upload(
         return Upload(files={raw_field: [await request.body()]})
     if allow_json and (media == "application/json" or media.endswith("+json")):
         body = await request.body()
+        check_json_lists(body, "the body")
         try:  # a large body takes seconds to parse: off the event loop, which answers health probes
             doc = (
                 await run_in_threadpool(json.loads, body)

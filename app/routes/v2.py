@@ -29,7 +29,7 @@ from app.manifest import TensorSpec
 from app.metrics import GraphStats, Metrics
 from app.registry import Graph, Model
 from app.settings import Settings
-from app.uploads import LARGE_JSON_BYTES, decompressed, json_numbers
+from app.uploads import LARGE_JSON_BYTES, check_json_lists, decompressed, json_numbers
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
@@ -313,6 +313,7 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     else:
         json_part, binary = body, b""
+    check_json_lists(json_part, "the inference request")
     try:
         doc = json.loads(json_part)
     except (ValueError, RecursionError) as exc:

@@ -289,6 +289,13 @@ def test_a_large_json_request_parses_off_the_event_loop_to_the_same_answer(clien
     assert small.status_code == large.status_code == 200 and small.json() == large.json()
     broken = client.post("/v2/models/vae_decoder/infer", content=b"{" + pad)
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+    lists = b'{"inputs": [' + b"[]," * 100_000 + b"[]]}"  # mostly empty lists: refused before parsing
+    refused = client.post("/v2/models/vae_decoder/infer", content=lists)
+    assert refused.status_code == 400 and "100002 JSON lists" in refused.json()["error"]
+    v1_lists = client.post(
+        "/v1/models/vae/decode", content=lists, headers={"content-type": "application/json"}
+    )
+    assert v1_lists.status_code == 422 and "JSON lists" in v1_lists.json()["error"]["message"]
     body = json.dumps({"latent": z.tolist()}).encode()
     json_type = {"content-type": "application/json"}
     v1 = [
