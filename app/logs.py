@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -28,11 +29,19 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(value: object) -> str:
+    """Control characters escaped, so a request path with %0a in it cannot forge a log line."""
+    return _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", str(value))
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id.get()
-        extra = " ".join(f"{k}={getattr(record, k)}" for k in _EXTRA if hasattr(record, k))
-        return f"{record.levelname:<7} {record.name} {record.getMessage()} {extra}" + (
+        extra = " ".join(f"{k}={_one_line(getattr(record, k))}" for k in _EXTRA if hasattr(record, k))
+        return f"{record.levelname:<7} {record.name} {_one_line(record.getMessage())} {extra}" + (
             f" rid={rid}" if rid else ""
         )
 

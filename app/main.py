@@ -53,6 +53,18 @@ DESCRIPTION = """Image autoencoders (VAE, β-VAE, VQ-VAE, MAE) exported to ONNX 
 """
 
 
+# The playground keeps an API key in sessionStorage: no script but its own may run beside it.
+_PAGE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        b"form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
 class RequestContextMiddleware:
     """X-Request-ID in and out, one access log line and the request metrics per HTTP request."""
 
@@ -70,12 +82,17 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        page = scope["path"] == "/" or scope["path"].startswith("/static/")
+        extra = [(b"x-request-id", rid.encode()), (b"x-content-type-options", b"nosniff")]
+        if page:  # the playground: its own scripts and styles only, never inside another site's frame
+            extra += _PAGE_HEADERS
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                message["headers"] = [*message["headers"], *extra]
             await send(message)
 
         try:
@@ -185,6 +202,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.start(metrics, demand=lambda: inflight.count)
         inflight.on_release = registry.demand_dropped
         app.state.registry = registry
+        if settings.api_key is None:
+            log.warning(
+                "no API key is set (AESERVE_API_KEY): every route, /v1/admin/reload included, is open to "
+                "anyone who can reach this server"
+            )
         log.info(
             "ready: %d models (%s)",
             len(registry.models),

@@ -242,6 +242,31 @@ def test_json_logs_carry_the_request_id(client: TestClient, capsys) -> None:  # 
         logging.getLogger("app").handlers.clear()
 
 
+def test_the_playground_is_sent_with_a_content_security_policy(client: TestClient) -> None:
+    page = client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in client.get("/static/playground.js").headers
+    api = client.get("/v1/models")
+    assert api.headers["x-content-type-options"] == "nosniff" and "content-security-policy" not in api.headers
+
+
+def test_text_logs_cannot_be_forged_through_a_request_path(client: TestClient, capsys) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from app import logs
+
+    logs.configure("text", "INFO")
+    try:
+        client.get("/x%0aINFO    app.admin reload: loaded")
+        err = capsys.readouterr().err
+        assert "\\x0aINFO    app.admin reload" in err
+        assert not any(line.startswith("INFO    app.admin reload") for line in err.splitlines())
+    finally:
+        logs.configure("text", "WARNING")
+        logging.getLogger("app").handlers.clear()
+
+
 def test_the_pixels_a_request_sends_are_bounded_whatever_the_fit(  # type: ignore[no-untyped-def]
     tiny_artifacts: Path, make_settings, image_bytes
 ) -> None:

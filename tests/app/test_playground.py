@@ -114,7 +114,9 @@ def browser() -> Iterator[sync_api.Browser]:
 
 @pytest.fixture
 def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the page's policy forbids;
+    # test_the_content_security_policy_lets_the_playground_work checks the page under its policy
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -419,6 +421,30 @@ def test_second_image_file_and_number_fields(page: sync_api.Page, server: str, t
     assert page.locator("#traverse-msg").inner_text().split(" dimensions × ")[1].startswith("7 values")
 
 
+def test_the_content_security_policy_lets_the_playground_work(
+    browser: sync_api.Browser, server: str, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})  # the policy enforced
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    blocked: list[str] = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and blocked.append(m.text))
+    page.on("pageerror", lambda e: blocked.append(str(e)))
+    try:
+        page.goto(server + "/")  # locators only below: they need no string evaluation
+        page.locator("#recon-grid .psnr[data-psnr]").nth(3).wait_for()
+        page.locator("#token-caption", has_text="distinct").wait_for()
+        page.click("#interp-run")
+        page.locator("#interp-strip img").first.wait_for()
+        page.check('input[name="inpaint-mode"][value="ratio"]')
+        page.click("#inpaint-run")
+        page.locator("#inpaint-caption", has_text="patches").wait_for()
+        assert blocked == []
+        page.screenshot(path=str(tmp_path / "csp.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def test_api_key_flow(page: sync_api.Page, keyed_server: str, tmp_path: Path) -> None:
     page.goto(keyed_server + "/")
     prompt = page.locator("#auth-prompt")
@@ -448,7 +474,8 @@ def test_phone_viewport_accessible_and_without_horizontal_overflow(
     browser: sync_api.Browser, server: str, tmp_path: Path
 ) -> None:
     context = browser.new_context(
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2,
+        bypass_csp=True,
     )
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
