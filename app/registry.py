@@ -308,7 +308,9 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
     except StartupError:
         raise
     except Exception as exc:  # any failure (bad file, runtime load error) makes this model unavailable
-        model.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # clients see the reason (GET /v1/models, 503s): file names within the model, not server paths
+        model.reason = reason.replace(str(folder.resolve()), folder.name).replace(str(folder), folder.name)
         model.graphs.clear()
     return model
 

@@ -158,3 +158,16 @@ def test_usable_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     assert usable_cores(cpu_max) == 1
     cpu_max.write_text(f"{(affinity + 4) * 100000} 100000\n")  # a quota above the affinity: the affinity
     assert usable_cores(cpu_max) == affinity
+
+
+def test_an_unavailable_models_reason_names_no_server_path(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    graph = artifact_copy / "vae" / "encoder.onnx"
+    graph.write_bytes(b"not an onnx graph")  # with its sha256 updated: ONNX Runtime itself refuses it
+    manifest = json.loads((artifact_copy / "vae" / "manifest.json").read_text())
+    manifest["graphs"]["encoder"]["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    (artifact_copy / "vae" / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(make_settings(artifact_copy, strict_readiness=False))) as c:
+        reason = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["vae"]["reason"]
+        assert "encoder.onnx" in reason and str(artifact_copy) not in reason and "/" not in reason.split("vae")[0]
