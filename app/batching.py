@@ -72,6 +72,7 @@ class _Pending:
     future: asyncio.Future[Feeds]
     enqueued: float
     quiet_before_s: float  # time since the request before it arrived: how busy the graph is
+    size: int = 0  # what the request weighs against max_batch_values (size_of), 0 when unbounded
 
 
 def _shape_key(feeds: Feeds) -> tuple[int, ShapeKey]:
@@ -100,19 +101,26 @@ class Batcher:
         observer: BatchObserver | None = None,
         demand: Callable[[], int] | None = None,
         inline_when_idle: bool = False,
+        size_of: Callable[[Feeds], int] | None = None,
+        max_batch_values: int | None = None,
     ) -> None:
         """demand: how many requests the server is handling right now (any of them may still reach this
         graph). A batch never waits for more requests than could come: when no more are in flight than
         already wait here, it runs at once. inline_when_idle: a one-image request that is the only one in
         flight runs on the event loop's own thread (straight from `submit` when nothing is queued or
         running here), skipping the queue and the hand-off to the executor, if its inputs are small
-        (INLINE_MAX_VALUES); a request arriving meanwhile waits at most that one small run."""
+        (INLINE_MAX_VALUES); a request arriving meanwhile waits at most that one small run.
+        size_of, max_batch_values: requests join one run only while their sizes sum to at most
+        max_batch_values (the images they decode to: six small token grids of 512 x 512 would otherwise
+        make one 21-megapixel run); a request alone always runs."""
         self.name = name
         self._demand = demand
         self._inline_when_idle = inline_when_idle and demand is not None
         self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
+        self._size_of = size_of if max_batch_values is not None else None
+        self.max_batch_values = max_batch_values
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.retry_after_s = retry_after_s
@@ -179,7 +187,8 @@ class Batcher:
             self.stats.requests += 1
             return self._run_now(feeds, items, now)
         future: asyncio.Future[Feeds] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(feeds, items, key, future, now, now - self._last_arrival))
+        size = self._size_of(feeds) if self._size_of is not None else 0
+        self._pending.append(_Pending(feeds, items, key, future, now, now - self._last_arrival, size))
         self._last_arrival = now
         self.stats.requests += 1
         self._report_depth()
@@ -228,15 +237,23 @@ class Batcher:
         taken: list[_Pending] = []
         kept: list[_Pending] = []
         total = 0
+        size = 0
         skipped = 0
         for p in self._pending:
             if p.future.done():  # cancelled: the client is gone
                 skipped += 1
                 continue
-            fits = p.key == key and (not taken or total + p.items <= self.max_batch_size)
+            fits = p.key == key and (
+                not taken
+                or (
+                    total + p.items <= self.max_batch_size
+                    and (self.max_batch_values is None or size + p.size <= self.max_batch_values)
+                )
+            )
             if fits:
                 taken.append(p)
                 total += p.items
+                size += p.size
             else:
                 kept.append(p)
         self._pending = kept

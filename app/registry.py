@@ -400,6 +400,8 @@ class Registry:
                 observer=self._observer,
                 demand=self._demand,
                 inline_when_idle=s.inline_when_idle,
+                size_of=g.session.image_values,  # a run holds at most MAX_PIXELS of images
+                max_batch_values=s.max_pixels * model.manifest.channels if model.manifest else None,
             )
             g.batcher.start()
 

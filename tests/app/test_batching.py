@@ -58,6 +58,21 @@ def test_different_shapes_are_never_mixed() -> None:
     assert sorted(seen) == [(1, 5), (2, 3)]
 
 
+def test_requests_join_a_run_only_while_their_sizes_fit() -> None:
+    async def main() -> None:
+        b = make(size_of=lambda feeds: feeds["x"].size, max_batch_values=10)
+        b.start()
+        big = np.ones((1, 12), np.float32)  # over the bound alone: it still runs, alone
+        xs = [np.full((1, 4), i, np.float32) for i in range(4)] + [big]
+        outs = await asyncio.gather(*(b.submit({"x": x}) for x in xs))
+        await b.close()
+        for x, out in zip(xs, outs, strict=True):
+            np.testing.assert_array_equal(out["y"], x * 2)
+        assert b.stats.batch_sizes == {2: 2, 1: 1}  # 4 + 4 values, 4 + 4, then 12 on its own
+
+    asyncio.run(main())
+
+
 def test_full_queue_is_refused_with_overloaded() -> None:
     async def main() -> None:
         b = make(max_queue=2, max_delay_s=0.2)
