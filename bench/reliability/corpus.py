@@ -314,7 +314,8 @@ def _vae_json(name: str, z: int, max_images: int) -> Iterator[Case]:
         ("latents-over-limit", _json({"latent": [[0.0] * z] * (max_images + 1)}), "limit"),
         ("body-json-array", _json([0.0] * z), "json object"),
         ("body-invalid-json", _raw_json('{"latent": [0, '), "not valid json"),
-        ("body-deeply-nested", _raw_json(_nested("latent", 100_000)), "not valid json"),
+        ("body-deeply-nested", _raw_json(_nested("latent", 100_000)), "json lists"),  # refused unparsed
+        ("body-nested-past-the-parser", _raw_json(_nested("latent", 4_000)), "not valid json"),
     ]
     for cid, (body, headers), says in docs:
         yield refused(f"{name}/decode/{cid}", decode, body, headers, 422, says)
@@ -351,7 +352,8 @@ def _vq_json(m: dict[str, Any], max_pixels: int) -> Iterator[Case]:
         ("tokens-huge", _json({"tokens": [[2**70] * h] * h}), 422, "outside"),
         ("tokens-string", _json({"tokens": "abc"}), 422, "tokens"),
         ("tokens-grid-over-pixel-limit", _json({"tokens": [[0] * side] * side}), 413, "pixels"),
-        ("body-deeply-nested", _raw_json(_nested("tokens", 100_000)), 422, "not valid json"),
+        ("body-deeply-nested", _raw_json(_nested("tokens", 100_000)), 422, "json lists"),
+        ("body-nested-past-the-parser", _raw_json(_nested("tokens", 4_000)), 422, "not valid json"),
     ]
     for cid, (body, headers), status, says in docs:
         yield refused(f"{name}/decode/{cid}", decode, body, headers, status, says)
@@ -465,6 +467,7 @@ def _v2_cases(graph: str, meta: dict[str, Any], max_images: int) -> Iterator[Cas
     docs: list[tuple[str, Any, dict[str, str], int]] = [
         ("invalid-json", b'{"inputs": [', {}, 400),
         ("deeply-nested", _nested("inputs", 100_000).encode(), {}, 400),
+        ("nested-past-the-parser", _nested("inputs", 4_000).encode(), {}, 400),
         ("not-an-object", [1, 2, 3], {}, 400),
         ("inputs-not-a-list", {"inputs": "image"}, {}, 400),
         ("inputs-item-not-an-object", {"inputs": [*request(), 5]}, {}, 400),
