@@ -30,7 +30,6 @@ RUN sh /tmp/install-runtime.sh /opt/venv cpu "$(ls /wheels/*.whl)" \
 COPY --chown=10001:10001 artifacts /models
 USER 10001
 EXPOSE 8000
-VOLUME ["/models"]
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20", "--no-access-log"]
@@ -55,7 +54,6 @@ RUN sh /tmp/install-runtime.sh /opt/venv gpu "$(ls /wheels/*.whl)" \
 COPY --chown=10001:10001 artifacts /models
 USER 10001
 EXPOSE 8000
-VOLUME ["/models"]
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20", "--no-access-log"]

@@ -330,7 +330,8 @@ class Batcher:
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, feeds)
         except Exception as exc:  # one runtime failure reaches every request of the batch
-            error = self._failed(exc, queue_s, time.perf_counter() - started)
+            waiting = [q for q, p in zip(queue_s, batch, strict=True) if not p.future.done()]
+            error = self._failed(exc, waiting, time.perf_counter() - started)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
@@ -339,11 +340,13 @@ class Batcher:
             self._running = False
         ran = time.perf_counter()
         offset = 0
-        for p in batch:
+        answered = []  # the queue times of requests given a result (not those whose client left meanwhile)
+        for p, q in zip(batch, queue_s, strict=True):
             part = {name: out[offset : offset + p.items] for name, out in outputs.items()}
             offset += p.items
             if not p.future.done():
                 p.future.set_result(part)
+                answered.append(q)
         phases = {"compute_input": gathered - started, "compute_infer": ran - gathered,
                   "compute_output": time.perf_counter() - ran}  # fmt: skip
-        self._record(items, queue_s, phases)
+        self._record(items, answered, phases)

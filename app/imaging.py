@@ -42,6 +42,40 @@ INLINE_PIXELS = 128 * 128
 MAX_JPEG_SCANS = 100
 
 
+def jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Scans (SOS segments) of a JPEG's first picture, counted by walking its marker segments, so that
+    metadata, an embedded thumbnail or data after the picture (a motion photo's video) are never
+    counted; stops counting past `stop_after`."""
+    i, n, scans = 2, len(data), 0  # after SOI
+    while i + 1 < n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+        elif marker == 0xD9:  # EOI: the end of the first picture
+            break
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+            if marker != 0xDA:
+                continue
+            scans += 1
+            if scans > stop_after:
+                break
+            while (j := data.find(b"\xff", i)) != -1 and j + 1 < n:  # entropy-coded data up to a marker
+                follower = data[j + 1]
+                if follower == 0x00 or 0xD0 <= follower <= 0xD7:  # a stuffed 0xFF, or a restart marker
+                    i = j + 2
+                elif follower == 0xFF:
+                    i = j + 1
+                else:
+                    i = j
+                    break
+            else:
+                break
+    return scans
+
+
 def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.Image:
     """The image with only its header read, checked: empty, undecodable, an unsupported format, or over
     `max_pixels` each raise here, before any pixel is decoded (so a decompression bomb costs nothing)."""
@@ -63,9 +97,9 @@ def open_image(data: bytes, *, max_pixels: int, field: str = "image") -> Image.I
         raise UnsupportedMediaType(
             f"{field} is {opened.format}; supported formats: {', '.join(FORMATS)}", field=field
         )
-    if opened.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+    if opened.format in ("JPEG", "MPO") and (scans := jpeg_scans(data, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
         # Each scan of a progressive JPEG is decoded over the whole image: a few KB of repeated scans cost
-        # minutes of CPU. Entropy-coded data stuffs every 0xFF byte, so each 0xFF 0xDA is a scan marker.
+        # minutes of CPU. (An MPO, as phones write, is decoded from its first picture: the same check.)
         raise InvalidInput(
             f"{field} is a JPEG of {scans} scans; at most {MAX_JPEG_SCANS} are accepted", field=field
         )

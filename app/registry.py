@@ -249,7 +249,9 @@ class ReloadReport:
 
 
 def _image_values(adapter: KindAdapter, m: Manifest) -> Callable[[Feeds], int]:
-    """Feeds -> the values of the images they stand for (pixels x channels, the largest input's)."""
+    """Feeds -> the values of the images they stand for (pixels x channels, the largest input's): for a
+    fully convolutional model, whose token grid or z_e decodes to an image of any size. A fixed-size
+    model's runs are bounded by MAX_IMAGES of its own size."""
 
     def values(feeds: Feeds) -> int:
         return m.channels * max(
@@ -290,7 +292,7 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
                 settings,
                 plan,
                 files=[(path, spec.sha256), *shared],
-                image_values=_image_values(adapter, manifest),
+                image_values=_image_values(adapter, manifest) if adapter.fully_convolutional else None,
             )
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
         if "codebook" in manifest.files:

@@ -23,14 +23,14 @@ LARGE_JSON_BYTES = 256 * 1024
 
 
 def check_json_lists(body: bytes, what: str) -> None:
-    """Refuse, before parsing, a JSON body made mostly of lists. Python's parser holds the interpreter
-    lock, so even in a worker thread 20 MB of `[],[],...` (6.5 M lists, 2.5 s to parse) stalls every
-    request. Real arrays hold numbers: a [N, h, w] token grid has one list per row of w numbers."""
-    lists = body.count(b"[")
-    if lists > 4096 + len(body) // 16:
+    """Refuse, before parsing, a JSON body made mostly of lists or objects. Python's parser holds the
+    interpreter lock, so even in a worker thread 20 MB of `[],[],...` (6.5 M lists, 2.5 s to parse)
+    stalls every request. Real arrays hold numbers: a [N, h, w] token grid has a list per row of w."""
+    containers = body.count(b"[") + body.count(b"{")  # objects cost the parser as much as lists
+    if containers > 4096 + len(body) // 16:
         raise InvalidInput(
-            f"{what} holds {lists} JSON lists in {len(body)} bytes; arrays this nested and this empty are "
-            "refused (send numbers, or use the binary tensor extension)",
+            f"{what} holds {containers} JSON lists and objects in {len(body)} bytes; arrays this nested and "
+            "this empty are refused (send arrays of numbers)",
             field="body",
         )
 

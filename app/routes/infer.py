@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import math
-import os
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -36,7 +35,7 @@ from app.operations import (
     sample_prior,
     traverse,
 )
-from app.registry import Model
+from app.registry import Model, usable_cores
 from app.settings import Settings
 from app.uploads import LARGE_JSON_BYTES, Upload, json_numbers, read_upload
 
@@ -120,7 +119,7 @@ def _fit_header(fits: list[str]) -> dict[str, str]:
     return {"X-Image-Fit": "; ".join(fits)} if fits else {}
 
 
-_DECODE_AT_ONCE = max(2, os.cpu_count() or 1)
+_DECODE_AT_ONCE = max(2, usable_cores())
 
 
 async def _fitted(

@@ -516,7 +516,7 @@ async function runTraverse() {
   const steps = numberField("traverse-steps", 7);
   const range = numberField("traverse-range", 3);
   const zdim = model.latent?.shape?.[0] || 1;
-  const count = Math.min(zdim, numberField("traverse-dims", zdim));
+  const count = Math.min(zdim, numberField("traverse-dims", 10)); // empty: the field's default
   const query = { steps, low: -range, high: range, dims: Array.from({ length: count }, (_, d) => d).join(",") };
   // around the current image's code when there is one, else around the prior's mean (zero)
   const answer = await api.operate(model.name, "traverse", state.image ? imageForm() : undefined, query);

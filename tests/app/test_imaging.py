@@ -121,8 +121,18 @@ def test_a_jpeg_of_endless_scans_is_refused_before_decoding() -> None:
     assert imaging.decode(progressive, max_pixels=10**6).size == (64, 64)  # a normal progressive JPEG
     last_scan = progressive[progressive.rindex(b"\xff\xda") : progressive.rindex(b"\xff\xd9")]
     bomb = progressive[: progressive.rindex(b"\xff\xd9")] + last_scan * 200 + b"\xff\xd9"
-    with pytest.raises(InvalidInput, match="JPEG of 2.. scans; at most 100"):
+    with pytest.raises(InvalidInput, match="JPEG of 10. scans; at most 100"):  # counting stops there
         imaging.open_image(bomb, max_pixels=10**6)
+    # only the first picture's segments count: bytes after it (a motion photo's video) are not scans
+    trailing = progressive + np.random.default_rng(1).bytes(1 << 20)
+    assert trailing.count(b"\xff\xda") > progressive.count(b"\xff\xda")  # a naive count is fooled
+    assert imaging.jpeg_scans(trailing, 100) == imaging.jpeg_scans(progressive, 100)
+    assert imaging.open_image(trailing, max_pixels=10**6).size == (64, 64)
+    # an MPO (phones' multi-picture JPEG) is counted as a JPEG: its first picture
+    mpo = io.BytesIO()
+    Image.fromarray(gray, "L").save(mpo, "MPO", save_all=True, append_images=[Image.fromarray(gray, "L")])
+    assert Image.open(io.BytesIO(mpo.getvalue())).format == "MPO"
+    assert imaging.jpeg_scans(mpo.getvalue(), 100) == 1
 
 
 def test_unsupported_and_undecodable() -> None:

@@ -291,7 +291,9 @@ def test_a_large_json_request_parses_off_the_event_loop_to_the_same_answer(clien
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
     lists = b'{"inputs": [' + b"[]," * 100_000 + b"[]]}"  # mostly empty lists: refused before parsing
     refused = client.post("/v2/models/vae_decoder/infer", content=lists)
-    assert refused.status_code == 400 and "100002 JSON lists" in refused.json()["error"]
+    assert refused.status_code == 400 and "100003 JSON lists and objects" in refused.json()["error"]
+    objects = b'{"inputs": [' + b'{"":{}},' * 50_000 + b"{}]}"  # objects cost the parser as much
+    assert client.post("/v2/models/vae_decoder/infer", content=objects).status_code == 400
     v1_lists = client.post(
         "/v1/models/vae/decode", content=lists, headers={"content-type": "application/json"}
     )
