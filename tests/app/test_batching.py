@@ -131,6 +131,32 @@ def test_failed_and_served_requests_reach_the_statistics() -> None:
     assert 'aeserve_batch_failed_requests_total{graph="test"} 3.0' in metrics.render().decode()
 
 
+def test_a_request_cancelled_during_its_run_is_no_success_in_the_statistics() -> None:
+    gate = threading.Event()
+
+    def slow(feeds: Feeds) -> Feeds:
+        gate.wait(5)
+        return double(feeds)
+
+    metrics = Metrics()
+
+    async def main() -> None:
+        b = make(slow, observer=metrics, executor=None)
+        b.start()
+        kept = asyncio.ensure_future(b.submit({"x": np.ones((1, 2), np.float32)}))
+        gone = asyncio.ensure_future(b.submit({"x": np.ones((1, 2), np.float32)}))
+        while not b._running:  # both in one run, which is now in ONNX Runtime's place
+            await asyncio.sleep(0.01)
+        gone.cancel()  # the client hangs up meanwhile
+        gate.set()
+        await kept
+        await b.close()
+
+    asyncio.run(main())
+    stats = metrics.graph_stats["test"].as_triton("test", "1")
+    assert stats["inference_stats"]["success"]["count"] == 1 and stats["inference_count"] == 2
+
+
 def test_requests_whose_client_left_are_skipped() -> None:
     gate = threading.Event()
     rows: list[int] = []
