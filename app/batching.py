@@ -16,20 +16,29 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import InferenceFailed, InvalidInput, NotReady, Overloaded
 
 Feeds = dict[str, np.ndarray]
 ShapeKey = tuple[tuple[str, tuple[int, ...], str], ...]
+T = TypeVar("T")
 
 # The idle path runs a request on the event loop's thread only up to this many input values (an RGB
 # 128x128 image; every bundled model's own size is far below): a larger one, such as a full photograph
 # sent to a fully convolutional model with fit=none, takes seconds and goes to a worker thread, so the
 # loop keeps answering other connections and health probes meanwhile.
 INLINE_MAX_VALUES = 3 * 128 * 128
+
+
+async def off_loop(work: int, limit: int, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a worker thread when `work` (values, pixels or bytes) exceeds `limit`, else here.
+    Large work (decoding or encoding a photograph, parsing megabytes of JSON) would hold the event loop,
+    and health probes with it, for seconds; small work costs less here than the hand-off to a thread."""
+    return await run_in_threadpool(fn, *args) if work > limit else fn(*args)
 
 
 class BatchObserver(Protocol):

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.batching import off_loop
 from app.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.imaging import IMAGE_CONTENT_TYPES
 
@@ -166,6 +166,11 @@ def decompressed(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     return out
 
 
+async def inflated_body(request: Request, max_bytes: int) -> bytes:
+    """The request's body as it was before its Content-Encoding (see `decompressed`)."""
+    return decompressed(await request.body(), request.headers.get("content-encoding"), max_bytes)
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -186,8 +191,7 @@ async def read_upload(
     or deflate) is inflated first, whatever it holds."""
     encoding = request.headers.get("content-encoding")
     if encoding and encoding.strip().lower() != "identity":
-        limit = request.app.state.settings.max_body_bytes
-        data = decompressed(await request.body(), encoding, limit)
+        data = await inflated_body(request, request.app.state.settings.max_body_bytes)
 
         async def replay() -> Message:  # what the parsers below read: the inflated body
             return {"type": "http.request", "body": data, "more_body": False}
@@ -225,12 +229,8 @@ async def read_upload(
     if allow_json and (media == "application/json" or media.endswith("+json")):
         body = await request.body()
         check_json_lists(body, "the body")
-        try:  # a large body takes seconds to parse: off the event loop, which answers health probes
-            doc = (
-                await run_in_threadpool(json.loads, body)
-                if len(body) > LARGE_JSON_BYTES
-                else json.loads(body)
-            )
+        try:  # a large body takes seconds to parse
+            doc = await off_loop(len(body), LARGE_JSON_BYTES, json.loads, body)
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
             raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
         return Upload(json=doc, size=len(body))

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import math
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app import imaging
-from app.batching import INLINE_MAX_VALUES
+from app.batching import INLINE_MAX_VALUES, off_loop
 from app.deps import RegistryDep, SettingsDep, VersionedRoute, require_api_key, serving
 from app.errors import InvalidInput, PayloadTooLarge, error_responses
 from app.kinds import MAEAdapter, VAEAdapter, VQVAEAdapter
@@ -104,8 +103,7 @@ async def _png(image: np.ndarray, fit: str | None = None) -> Response:
     # requests and the encode overlaps with the next batch. Small ones (imaging.INLINE_PIXELS) cost less
     # to encode here than the hand-off to a thread and back.
     headers = {"X-Image-Fit": fit} if fit else None
-    small = image.shape[-1] * image.shape[-2] <= imaging.INLINE_PIXELS
-    body = imaging.png_bytes(image) if small else await run_in_threadpool(imaging.png_bytes, image)
+    body = await off_loop(image.shape[-1] * image.shape[-2], imaging.INLINE_PIXELS, imaging.png_bytes, image)
     return Response(body, media_type="image/png", headers=headers)
 
 
@@ -149,16 +147,12 @@ async def _fitted(
 
     if len(data) == 1:
         opened = imaging.open_image(data[0], max_pixels=settings.max_pixels, field=field)  # header only
-        if opened.width * opened.height <= imaging.INLINE_PIXELS:
-            one = load(opened)  # small: cheaper here than a thread hand-off (imaging.INLINE_PIXELS)
-        else:
-            one = await run_in_threadpool(load, opened)
+        one = await off_loop(opened.width * opened.height, imaging.INLINE_PIXELS, load, opened)
         return one.array[None], [one]
 
-    # The limit on pixels holds for the request in all, as for latents and v2 tensors: images kept at
-    # their own size (fit=none) are counted from their headers, before any is decoded; the opened headers
-    # are what the decoders below take, so no header is read twice.
-    # Decoding costs what the images hold as sent, whatever the fit: that is bounded too.
+    # Two limits, both from the headers before any image is decoded (the opened headers are what the
+    # decoders below take, so none is read twice): what the images hold as sent, which decoding costs
+    # whatever the fit, and what they come to at the model's input, as for latents and v2 tensors.
     headers = [imaging.open_image(b, max_pixels=settings.max_pixels, field=field) for b in data]
     sent = sum(img.width * img.height for img in headers)
     if sent > settings.max_request_pixels:
@@ -194,16 +188,7 @@ async def _fitted(
 
 async def _json_array(upload: Upload, field: str, dtype: type) -> np.ndarray:
     """`_array` of a field of the JSON body, in a worker thread when the body is large."""
-    value = upload.json.get(field)
-    if upload.size > LARGE_JSON_BYTES:
-        return await run_in_threadpool(_array, value, field, dtype)
-    return _array(value, field, dtype)
-
-
-async def _off_loop(values: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args), in a worker thread when it works on more than INLINE_MAX_VALUES values (encoding a
-    long animation or many PNGs takes seconds, and the event loop answers health probes meanwhile)."""
-    return await run_in_threadpool(fn, *args) if values > INLINE_MAX_VALUES else fn(*args)
+    return await off_loop(upload.size, LARGE_JSON_BYTES, _array, upload.json.get(field), field, dtype)
 
 
 def _b64pngs(images: np.ndarray) -> list[str]:
@@ -402,9 +387,8 @@ async def encode(
         body["fit"] = fits if many else fits[0]
         return JSONResponse(body, headers=headers)
 
-    # JSON for a full photograph's arrays (z_e: tens of MB) is seconds of work: off the event loop
-    large = sum(a.size for a in arrays.values()) > INLINE_MAX_VALUES
-    return await run_in_threadpool(render) if large else render()
+    # JSON for a full photograph's arrays (z_e: tens of MB) is seconds of work
+    return await off_loop(sum(a.size for a in arrays.values()), INLINE_MAX_VALUES, render)
 
 
 _DECODE_SCHEMA = {
@@ -453,7 +437,7 @@ async def decode(
         _check_output(model, m, settings, "latent", z.shape)
         images = await adapter.from_latent(model, z)
     if _wants(request, format, "png") == "json":
-        return JSONResponse({"images": await _off_loop(images.size, _b64pngs, images)})
+        return JSONResponse({"images": await off_loop(images.size, INLINE_MAX_VALUES, _b64pngs, images)})
     columns = math.ceil(math.sqrt(len(images)))
     return await _png(images[0] if len(images) == 1 else imaging.grid(images, columns))
 
@@ -526,14 +510,16 @@ async def interpolate_route(
     headers = _fit_header(fits)
     chosen = _wants(request, format, "png")
     if chosen == "json":
-        encoded = await _off_loop(frames.size, _b64pngs, frames)
+        encoded = await off_loop(frames.size, INLINE_MAX_VALUES, _b64pngs, frames)
         return JSONResponse(
             {"frames": encoded, "steps": steps, "method": method, "fit": fits}, headers=headers
         )
     if chosen in ("gif", "webp"):
-        animation = await _off_loop(frames.size, imaging.animation_bytes, frames, chosen)
+        animation = await off_loop(frames.size, INLINE_MAX_VALUES, imaging.animation_bytes, frames, chosen)
         return Response(animation, media_type=f"image/{chosen}", headers=headers)
-    grid = await _off_loop(frames.size, lambda: imaging.png_bytes(imaging.grid(frames, steps)))
+    grid = await off_loop(
+        frames.size, INLINE_MAX_VALUES, lambda: imaging.png_bytes(imaging.grid(frames, steps))
+    )
     return Response(grid, media_type="image/png", headers=headers)
 
 
@@ -732,7 +718,7 @@ async def traverse_route(
     rows = traverse(z0, low, high, steps).reshape(zdim, steps, zdim)[chosen].reshape(-1, zdim)
     images = await adapter.from_latent(model, rows)
     if _wants(request, format, "png") == "json":
-        encoded = await _off_loop(images.size, _b64pngs, images)
+        encoded = await off_loop(images.size, INLINE_MAX_VALUES, _b64pngs, images)
         return JSONResponse(
             {
                 "dims": chosen,

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from app import version
-from app.batching import INLINE_MAX_VALUES
+from app.batching import INLINE_MAX_VALUES, off_loop
 from app.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from app.errors import (
     InvalidInput,
@@ -29,7 +28,7 @@ from app.manifest import TensorSpec
 from app.metrics import GraphStats, Metrics
 from app.registry import Graph, Model
 from app.settings import Settings
-from app.uploads import LARGE_JSON_BYTES, check_json_lists, decompressed, json_numbers
+from app.uploads import LARGE_JSON_BYTES, check_json_lists, inflated_body, json_numbers
 
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64)}
 _BY_DTYPE = {"float32": "FP32", "int64": "INT64"}
@@ -110,9 +109,7 @@ async def repository_index(
     with its reason (its graphs are unknown when its manifest did not load). A body {"ready": true} keeps
     the ready ones only. Loading and unloading through the repository API are not offered: the service
     serves its model directory (POST /v1/admin/reload picks up changes); load and unload answer 400."""
-    body = decompressed(
-        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-    )
+    body = await inflated_body(request, settings.max_body_bytes)
     if len(body) > 4096:
         raise InvalidInput(
             f"the index request is {len(body)} bytes; it is a small JSON object (4096 at most)"
@@ -423,9 +420,7 @@ async def infer(
     g = _graph(registry, graph, version)
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
-    body = decompressed(
-        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-    )
+    body = await inflated_body(request, settings.max_body_bytes)
     header_length = request.headers.get("inference-header-content-length")
     model = registry.models.get(g.model)
 
@@ -449,12 +444,12 @@ async def infer(
         _check_values(model, feeds)
         return doc, feeds
 
-    # Parsing megabytes of JSON, and writing outputs as JSON lists, take seconds: off the event loop.
-    doc, feeds = await run_in_threadpool(parse) if len(body) > LARGE_JSON_BYTES else parse()
+    # Parsing megabytes of JSON, and writing outputs as JSON lists, take seconds
+    doc, feeds = await off_loop(len(body), LARGE_JSON_BYTES, parse)
     outputs = await g.batcher.submit(feeds)
-    if sum(a.size for a in outputs.values()) > INLINE_MAX_VALUES:
-        return await run_in_threadpool(_response, g, doc, outputs)
-    return _response(g, doc, outputs)
+    return await off_loop(
+        sum(a.size for a in outputs.values()), INLINE_MAX_VALUES, _response, g, doc, outputs
+    )
 
 
 def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:

@@ -15,16 +15,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 # vqvae: the EMA codebook buffers must stay in step; vae (tiny preset, Bernoulli): a parameter without a
 # gradient (the Gaussian's log-sigma) that DDP has to be told about.
-@pytest.mark.parametrize("kind", ["vqvae", "vae"])
-def test_two_ranks_end_with_identical_weights(tmp_path: Path, kind: str) -> None:
+def _two_ranks(out: Path, kind: str, steps: int, val_images: int) -> subprocess.CompletedProcess[str]:
+    """A tiny run on shapes by two CPU processes under torchrun (gloo), validating every 2 steps."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training", "train", "--model", kind, "--data", "shapes", "--preset", "tiny", "--steps", "4",
-        "--batch-size", "8", "--val-every", "2", "--val-images", "16", "--device", "cpu", "--quiet",
-        "--out", str(tmp_path / "run"),
+        "-m", "training", "train", "--model", kind, "--data", "shapes", "--preset", "tiny",
+        "--steps", str(steps), "--batch-size", "8", "--val-every", "2", "--val-images", str(val_images),
+        "--device", "cpu", "--quiet", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("kind", ["vqvae", "vae"])
+def test_two_ranks_end_with_identical_weights(tmp_path: Path, kind: str) -> None:
+    done = _two_ranks(tmp_path / "run", kind, steps=4, val_images=16)
     assert done.returncode == 0, done.stderr[-3000:]
     model, state = load_model(tmp_path / "run")
     # Each rank hashed its own weights and buffers after the last step; rank 0 saved them all.
@@ -38,14 +43,7 @@ def test_two_ranks_end_with_identical_weights(tmp_path: Path, kind: str) -> None
 
 def test_a_rank_without_validation_images_still_validates(tmp_path: Path) -> None:
     # one validation image for two processes: rank 1 has none, and the ranks' sums must still match
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training", "train", "--model", "vae", "--data", "shapes", "--preset", "tiny", "--steps", "2",
-        "--batch-size", "8", "--val-every", "2", "--val-images", "1", "--device", "cpu", "--quiet",
-        "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = _two_ranks(tmp_path / "run", "vae", steps=2, val_images=1)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [r.split(",") for r in (tmp_path / "run" / "metrics.csv").read_text().splitlines()]
     header, val = rows[0], [r for r in rows[1:] if r[1] == "val"]
