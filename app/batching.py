@@ -219,6 +219,14 @@ class Batcher:
     def _group_size(self, key: ShapeKey) -> int:
         return sum(p.items for p in self._pending if p.key == key and not p.future.done())
 
+    def _group_full(self, key: ShapeKey) -> bool:
+        """Whether the live requests of one shape group already fill a run, by items or by size: waiting
+        longer could add nothing to it."""
+        live = [p for p in self._pending if p.key == key and not p.future.done()]
+        if sum(p.items for p in live) >= self.max_batch_size:
+            return True
+        return self.max_batch_values is not None and sum(p.size for p in live) >= self.max_batch_values
+
     def _none_can_join(self) -> bool:
         if self._demand is None:
             return False
@@ -231,7 +239,7 @@ class Batcher:
         if first.quiet_before_s > self.max_delay_s and self._group_size(first.key) == first.items:
             return
         deadline = first.enqueued + self.max_delay_s
-        while self._group_size(first.key) < self.max_batch_size and not self._none_can_join():
+        while not self._group_full(first.key) and not self._none_can_join():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

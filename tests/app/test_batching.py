@@ -73,6 +73,21 @@ def test_requests_join_a_run_only_while_their_sizes_fit() -> None:
     asyncio.run(main())
 
 
+def test_a_run_full_by_size_starts_without_waiting_out_the_delay() -> None:
+    async def main() -> None:
+        b = make(size_of=lambda feeds: feeds["x"].size, max_batch_values=10, max_delay_s=60.0)
+        b.start()
+        xs = [np.full((1, 5), i, np.float32) for i in range(2)]  # 10 values, the bound, in 2 items (under
+        # max_batch_size): only the size says the run is full; a wait would last a minute
+        outs = await asyncio.wait_for(asyncio.gather(*(b.submit({"x": x}) for x in xs)), timeout=20)
+        await b.close()
+        for x, out in zip(xs, outs, strict=True):
+            np.testing.assert_array_equal(out["y"], x * 2)
+        assert b.stats.batch_sizes == {2: 1}
+
+    asyncio.run(main())
+
+
 def test_full_queue_is_refused_with_overloaded() -> None:
     async def main() -> None:
         b = make(max_queue=2, max_delay_s=0.2)
