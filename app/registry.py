@@ -53,18 +53,33 @@ def provider_plan(choice: str) -> list[Any]:
     return [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
 
 
-def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The cores this process may use: its CPU affinity, lowered by a cgroup v2 CPU quota ("200000 100000"
-    = 2 cores), as a container's `cpus` limit sets it. os.cpu_count() counts the host's cores, so replicas
-    with a limit would each size their thread pools for the whole host."""
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, lowered by the cgroup's CPU quota, as a
+    container's `cpus` limit sets it: cgroup v2's `cpu.max` ("200000 100000" = 2 cores) or, on hosts
+    still on cgroup v1, `cpu/cpu.cfs_quota_us` over `cpu/cpu.cfs_period_us` (-1 = no limit).
+    os.cpu_count() counts the host's cores, so replicas with a limit would each size their thread pools
+    for the whole host."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota to read: the affinity stands
+    quota = _cpu_quota(cgroup)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The cgroup's CPU quota in cores, None when there is none or none can be read."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # v2
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = cgroup / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None  # no quota to read: the affinity stands
 
 
 def session_options(settings: Settings, on_cuda: bool) -> ort.SessionOptions:

@@ -150,14 +150,31 @@ def test_default_app_never_imports_torch() -> None:
 
 def test_usable_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     cpu_max = tmp_path / "cpu.max"
-    affinity = usable_cores(tmp_path / "absent")  # no quota file: the affinity alone
+    affinity = usable_cores(tmp_path / "absent")  # no cgroup files: the affinity alone
     assert affinity >= 1
     cpu_max.write_text("max 100000\n")  # no limit
-    assert usable_cores(cpu_max) == affinity
+    assert usable_cores(tmp_path) == affinity
     cpu_max.write_text("50000 100000\n")  # half a core: still one thread
-    assert usable_cores(cpu_max) == 1
+    assert usable_cores(tmp_path) == 1
     cpu_max.write_text(f"{(affinity + 4) * 100000} 100000\n")  # a quota above the affinity: the affinity
-    assert usable_cores(cpu_max) == affinity
+    assert usable_cores(tmp_path) == affinity
+    cpu_max.write_text(f"{(affinity + 1) * 100000 - 50000} 100000\n")  # a fraction over: rounded up
+    assert usable_cores(tmp_path) == affinity
+
+
+def test_usable_cores_read_a_cgroup_v1_quota(tmp_path: Path) -> None:
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    affinity = usable_cores(tmp_path)
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")  # no limit
+    assert usable_cores(tmp_path) == affinity
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")  # 1.5 cores: 2 threads where 2 are allowed
+    assert usable_cores(tmp_path) == min(2, affinity)
+    (v1 / "cpu.cfs_quota_us").write_text("20000\n")
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # v2 present: it decides, v1's files are not read
+    assert usable_cores(tmp_path) == affinity
 
 
 def test_an_unavailable_models_reason_names_no_server_path(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
