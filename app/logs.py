@@ -46,11 +46,29 @@ class TextFormatter(logging.Formatter):
         )
 
 
+class RefusalWithoutTraceback(logging.Filter):
+    """uvicorn logs a failed start-up as the whole traceback. A StartupError is the operator's to fix (a
+    bad provider choice, a broken model under strict start-up) and the app has already logged it in one
+    line, so its traceback is dropped; any other failure keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        return not (
+            isinstance(message, str)
+            and message.startswith("Traceback")
+            and "app.errors.StartupError: " in message
+        )
+
+
 def configure(log_format: str, level: str) -> None:
-    """Send the `app` loggers to stderr in the chosen format (uvicorn keeps its own loggers)."""
+    """Send the `app` loggers to stderr in the chosen format (uvicorn keeps its own loggers, less the
+    traceback of a refused start-up)."""
     logger = logging.getLogger("app")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     logger.handlers = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RefusalWithoutTraceback) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(RefusalWithoutTraceback())

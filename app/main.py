@@ -22,13 +22,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, version
 from app.admission import CLIENT_GONE, DisconnectMiddleware, Inflight, InflightLimitMiddleware
 from app.deps import MODEL_VERSION_HEADER, stamp_model_version
-from app.errors import ErrorBody, ServiceError, error_response
+from app.errors import ErrorBody, ServiceError, StartupError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
 from app.routes import admin, infer, models, ops, v2
@@ -187,9 +188,23 @@ def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
     return undo
 
 
+def settings_from_environment() -> Settings:
+    """The `AESERVE_*` settings; a bad value ends the process with one line naming each bad variable
+    (exit status 1), not a validation traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "AESERVE_" + "_".join(str(part) for part in error["loc"]).upper()
+            shown = "" if "api_key" in error["loc"] else f" (got {error.get('input')!r})"
+            problems.append(f"{name}: {error['msg']}{shown}")
+        raise SystemExit(f"aeserve: bad setting: {'; '.join(problems)}") from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the lifespan starts (raising StartupError to refuse)."""
-    settings = settings or Settings()
+    settings = settings or settings_from_environment()
     metrics = Metrics()
     inflight = Inflight()
 
@@ -197,7 +212,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.configure(settings.log_format, settings.log_level)
         Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow's own bomb guard, behind ours
-        registry = await asyncio.to_thread(Registry.load, settings)
+        try:
+            registry = await asyncio.to_thread(Registry.load, settings)
+        except StartupError as exc:
+            log.error("start-up refused: %s", exc)
+            raise
         admin.publish(registry, metrics)
         registry.start(metrics, demand=lambda: inflight.count)
         inflight.on_release = registry.demand_dropped

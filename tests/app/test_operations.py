@@ -267,6 +267,20 @@ def test_text_logs_cannot_be_forged_through_a_request_path(client: TestClient, c
         logging.getLogger("app").handlers.clear()
 
 
+def test_only_a_refused_start_up_loses_its_traceback_in_uvicorns_log() -> None:
+    import logging
+
+    from app.logs import RefusalWithoutTraceback
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, message, None, None)
+
+    keep = RefusalWithoutTraceback().filter
+    assert not keep(record('Traceback (most recent call last):\n  File "x"\napp.errors.StartupError: no GPU'))
+    assert keep(record('Traceback (most recent call last):\n  File "x"\nRuntimeError: a bug of ours'))
+    assert keep(record("Application startup failed. Exiting."))
+
+
 def test_the_pixels_a_request_sends_are_bounded_whatever_the_fit(  # type: ignore[no-untyped-def]
     tiny_artifacts: Path, make_settings, image_bytes
 ) -> None:

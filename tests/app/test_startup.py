@@ -148,6 +148,36 @@ def test_default_app_never_imports_torch() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`uvicorn app.main:app` as an operator starts it, with AESERVE_* from `env` alone."""
+    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AESERVE_")}
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0", "--app-dir", str(root)]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=clean | env, cwd=tmp_path
+    )
+
+
+def test_a_bad_setting_ends_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
+    out = _serve(tmp_path, AESERVE_PROVIDERS="gpu", AESERVE_MAX_QUEUE="0", AESERVE_API_KEY="")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "aeserve: bad setting: AESERVE_PROVIDERS: Input should be 'auto', 'cuda' or 'cpu' (got 'gpu'); "
+        "AESERVE_MAX_QUEUE: Input should be greater than or equal to 1 (got '0')"
+    ]
+
+
+def test_a_refused_start_up_logs_its_reason_without_a_traceback(tmp_path: Path, tiny_artifacts: Path) -> None:
+    out = _serve(
+        tmp_path, AESERVE_PROVIDERS="cuda", AESERVE_MODEL_DIR=str(tiny_artifacts), AESERVE_LOG_FORMAT="text"
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    refused = [line for line in out.stderr.splitlines() if "start-up refused" in line]
+    assert len(refused) == 1 and "AESERVE_PROVIDERS=cuda" in refused[0], out.stderr[-2000:]
+
+
 def test_usable_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     cpu_max = tmp_path / "cpu.max"
     affinity = usable_cores(tmp_path / "absent")  # no cgroup files: the affinity alone
