@@ -5,6 +5,7 @@ Models load in the lifespan (never at import); with no configuration the bundled
 """
 
 import asyncio
+import importlib.util
 import logging
 import re
 import signal
@@ -19,7 +20,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import ValidationError
@@ -33,7 +35,7 @@ from app.errors import ErrorBody, ServiceError, StartupError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
 from app.routes import admin, infer, models, ops, v2
-from app.settings import Settings
+from app.settings import DOCS_ASSET_FILES, Settings
 from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("app.main")
@@ -202,6 +204,49 @@ def settings_from_environment() -> Settings:
         raise SystemExit(f"aeserve: bad setting: {'; '.join(problems)}") from None
 
 
+def installed_docs_assets() -> Path | None:
+    """The Swagger UI files the fastapi-offline package ships (found without importing it), if they are
+    all there: /docs then works on networks without internet access."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if all((folder / name).is_file() for name in DOCS_ASSET_FILES) else None
+
+
+def _serve_local_docs(app: FastAPI, assets: Path) -> None:
+    """/docs (and /redoc where its script is there too) with their scripts and styles from `assets`."""
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    icon = "/docs-assets/favicon-32x32.png" if (assets / "favicon-32x32.png").is_file() else None
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        prefix = root(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{prefix}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{prefix}/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{prefix}/docs-assets/swagger-ui.css",
+            swagger_favicon_url=f"{prefix}{icon}" if icon else "data:,",
+        )
+
+    if (assets / "redoc.standalone.js").is_file():
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc(request: Request) -> HTMLResponse:
+            prefix = root(request)
+            return get_redoc_html(
+                openapi_url=f"{prefix}{app.openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{prefix}/docs-assets/redoc.standalone.js",
+                redoc_favicon_url=f"{prefix}{icon}" if icon else "data:,",
+                with_google_fonts=False,
+            )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the lifespan starts (raising StartupError to refuse)."""
     settings = settings or settings_from_environment()
@@ -239,7 +284,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             inflight.on_release = None
             await registry.stop()
 
-    app = FastAPI(title="aeserve", version=version(), description=DESCRIPTION, lifespan=lifespan)
+    docs_assets = settings.docs_assets or installed_docs_assets()
+    local_docs = docs_assets is not None
+    app = FastAPI(
+        title="aeserve",
+        version=version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None if local_docs else "/docs",
+        redoc_url=None if local_docs else "/redoc",
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -250,6 +304,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def playground() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    if docs_assets is not None:
+        _serve_local_docs(app, docs_assets)
 
     if settings.cors_origins:
         app.add_middleware(

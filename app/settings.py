@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The bundled default models (docs/ARTIFACT.md): `<repo>/artifacts/<name>/`.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts"
+# What /docs loads when AESERVE_DOCS_ASSETS names a local copy of Swagger UI.
+DOCS_ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
 
 class Settings(BaseSettings):
@@ -87,6 +89,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins (comma-separated); empty = CORS off."
     )
+    docs_assets: Path | None = Field(
+        default=None,
+        description="Folder holding Swagger UI's swagger-ui-bundle.js and swagger-ui.css (npm package "
+        "swagger-ui-dist, version 5; redoc.standalone.js too for /redoc), which /docs loads from this "
+        "server. Unset: the copy the fastapi-offline package installs, and the jsDelivr CDN only where "
+        "that package is missing.",
+    )
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     git_revision: str | None = Field(default=None, description="Set at image build; else `git rev-parse`.")
@@ -97,6 +106,15 @@ class Settings(BaseSettings):
         """AESERVE_API_KEY= (as docker compose passes an unset variable) means no key, not the key ''."""
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("docs_assets")
+    @classmethod
+    def _docs_assets_hold_swagger_ui(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            missing = [name for name in DOCS_ASSET_FILES if not (value / name).is_file()]
+            if missing:
+                raise ValueError(f"{value} holds no {' or '.join(missing)} (from swagger-ui-dist 5)")
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -223,6 +224,21 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
     assert {"multipart/form-data", "image/png"} <= set(reconstruct["requestBody"]["content"])
     assert any(p["name"] == "fit" and p.get("description") for p in reconstruct["parameters"])
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_load_swagger_ui_from_the_folder_aeserve_docs_assets_names(tmp_path: Path) -> None:
+    from app.settings import Settings
+
+    (tmp_path / "swagger-ui-bundle.js").write_text("window.marker = 'ours';\n")
+    (tmp_path / "swagger-ui.css").write_text("body {}\n")
+    with TestClient(create_app(Settings(model_dir=tmp_path / "none", docs_assets=tmp_path))) as c:
+        html = c.get("/docs").text
+        assert 'src="/docs-assets/swagger-ui-bundle.js"' in html and "cdn." not in html
+        assert c.get("/docs-assets/swagger-ui-bundle.js").text == "window.marker = 'ours';\n"
+        assert c.get("/redoc").status_code == 404  # no redoc.standalone.js here: no page that needs a CDN
+    (tmp_path / "swagger-ui.css").unlink()
+    with pytest.raises(ValueError, match="holds no swagger-ui.css"):
+        Settings(docs_assets=tmp_path)
 
 
 def test_json_logs_carry_the_request_id(client: TestClient, capsys) -> None:  # type: ignore[no-untyped-def]
