@@ -220,12 +220,25 @@ class Batcher:
         return sum(p.items for p in self._pending if p.key == key and not p.future.done())
 
     def _group_full(self, key: ShapeKey) -> bool:
-        """Whether the live requests of one shape group already fill a run, by items or by size: waiting
-        longer could add nothing to it."""
+        """Whether the run `_take` would make of one shape group now is full, by items or by size: not
+        even a one-item request of that shape could join it, so waiting longer would add nothing."""
         live = [p for p in self._pending if p.key == key and not p.future.done()]
-        if sum(p.items for p in live) >= self.max_batch_size:
-            return True
-        return self.max_batch_values is not None and sum(p.size for p in live) >= self.max_batch_values
+        if not live:
+            return False
+        items = size = 0
+        for p in live:  # the same packing as _take: oldest first, each request that still fits
+            if items and not self._fits(items + p.items, size + p.size):
+                continue
+            items += p.items
+            size += p.size
+        one = live[0].size // max(1, live[0].items)  # a shape group's requests weigh the same per item
+        return not self._fits(items + 1, size + one)
+
+    def _fits(self, items: int, size: int) -> bool:
+        """Whether a run of `items` items weighing `size` stays within both bounds."""
+        return items <= self.max_batch_size and (
+            self.max_batch_values is None or size <= self.max_batch_values
+        )
 
     def _none_can_join(self) -> bool:
         if self._demand is None:
@@ -260,13 +273,7 @@ class Batcher:
             if p.future.done():  # cancelled: the client is gone
                 skipped += 1
                 continue
-            fits = p.key == key and (
-                not taken
-                or (
-                    total + p.items <= self.max_batch_size
-                    and (self.max_batch_values is None or size + p.size <= self.max_batch_values)
-                )
-            )
+            fits = p.key == key and (not taken or self._fits(total + p.items, size + p.size))
             if fits:
                 taken.append(p)
                 total += p.items

@@ -7,6 +7,8 @@ import sys
 import time
 from contextvars import ContextVar
 
+from app.errors import StartupError
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Fields a caller may attach with `extra=...` that the JSON line should carry.
@@ -49,15 +51,17 @@ class TextFormatter(logging.Formatter):
 class RefusalWithoutTraceback(logging.Filter):
     """uvicorn logs a failed start-up as the whole traceback. A StartupError is the operator's to fix (a
     bad provider choice, a broken model under strict start-up) and the app has already logged it in one
-    line, so its traceback is dropped; any other failure keeps its traceback."""
+    line, so a traceback that ends in one is dropped; any other, a bug raised while handling a
+    StartupError included, keeps its traceback."""
+
+    _ENDING = f"{StartupError.__module__}.{StartupError.__qualname__}: "
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.msg
-        return not (
-            isinstance(message, str)
-            and message.startswith("Traceback")
-            and "app.errors.StartupError: " in message
-        )
+        if not (isinstance(message, str) and message.startswith("Traceback")):
+            return True
+        lines = [line for line in message.splitlines() if line.strip()]
+        return not (lines and lines[-1].startswith(self._ENDING))
 
 
 def configure(log_format: str, level: str) -> None:

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -190,9 +191,14 @@ def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
     return undo
 
 
+# uvicorn's own start-up failure status: with --workers N the supervisor stops on it, where any other exit
+# of a worker is a crash it restarts (a bad setting would be re-read forever).
+STARTUP_FAILURE = 3
+
+
 def settings_from_environment() -> Settings:
     """The `AESERVE_*` settings; a bad value ends the process with one line naming each bad variable
-    (exit status 1), not a validation traceback."""
+    (exit status 3), not a validation traceback."""
     try:
         return Settings()
     except ValidationError as exc:
@@ -201,7 +207,8 @@ def settings_from_environment() -> Settings:
             name = "AESERVE_" + "_".join(str(part) for part in error["loc"]).upper()
             shown = "" if "api_key" in error["loc"] else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg']}{shown}")
-        raise SystemExit(f"aeserve: bad setting: {'; '.join(problems)}") from None
+        print(f"aeserve: bad setting: {'; '.join(problems)}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def installed_docs_assets() -> Path | None:
@@ -217,7 +224,9 @@ def installed_docs_assets() -> Path | None:
 def _serve_local_docs(app: FastAPI, assets: Path) -> None:
     """/docs (and /redoc where its script is there too) with their scripts and styles from `assets`."""
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
-    icon = "/docs-assets/favicon-32x32.png" if (assets / "favicon-32x32.png").is_file() else None
+    # swagger-ui-dist names its icon favicon-32x32.png, fastapi-offline favicon.png
+    found = [name for name in ("favicon-32x32.png", "favicon.png") if (assets / name).is_file()]
+    icon = f"/docs-assets/{found[0]}" if found else None
 
     def root(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")

@@ -53,10 +53,15 @@ def provider_plan(choice: str) -> list[Any]:
     return [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
 
 
+# Where cgroup v1 mounts the CPU controller: Docker and runc link `cpu` to the joint `cpu,cpuacct`; some
+# hosts mount only the joint name, in either order.
+_CGROUP_V1_CPU = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
 def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: its CPU affinity, lowered by the cgroup's CPU quota, as a
     container's `cpus` limit sets it: cgroup v2's `cpu.max` ("200000 100000" = 2 cores) or, on hosts
-    still on cgroup v1, `cpu/cpu.cfs_quota_us` over `cpu/cpu.cfs_period_us` (-1 = no limit).
+    still on cgroup v1, `cpu.cfs_quota_us` over `cpu.cfs_period_us` (-1 = no limit) in its CPU controller.
     os.cpu_count() counts the host's cores, so replicas with a limit would each size their thread pools
     for the whole host."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -73,13 +78,14 @@ def _cpu_quota(cgroup: Path) -> float | None:
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    try:
-        v1 = cgroup / "cpu"
-        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
-        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+    for name in _CGROUP_V1_CPU:
+        try:
+            quota_us = int((cgroup / name / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup / name / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
         return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None  # no quota to read: the affinity stands
+    return None  # no quota to read: the affinity stands
 
 
 def session_options(settings: Settings, on_cuda: bool) -> ort.SessionOptions:

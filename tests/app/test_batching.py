@@ -88,6 +88,25 @@ def test_a_run_full_by_size_starts_without_waiting_out_the_delay() -> None:
     asyncio.run(main())
 
 
+def test_a_run_that_one_more_item_could_join_waits_for_it() -> None:
+    async def main() -> None:
+        b = make(size_of=lambda feeds: feeds["x"].size, max_batch_values=10, max_delay_s=60.0)
+        b.start()
+        a, big, c = (np.full((n, 3), n, np.float32) for n in (1, 3, 2))  # 3, 9 and 6 values
+        # a and big together would weigh 12: a's run holds a alone (3), which a 1- or 2-item request
+        # could still join, so it waits; c (6) joins it, making it full (9: one more item would be 12)
+        first = [asyncio.ensure_future(b.submit({"x": x})) for x in (a, big)]
+        await asyncio.sleep(0.05)
+        assert b.stats.batch_sizes == {}  # nothing has run yet
+        outs = await asyncio.wait_for(asyncio.gather(*first, b.submit({"x": c})), timeout=20)
+        await b.close()
+        for x, out in zip((a, big, c), outs, strict=True):
+            np.testing.assert_array_equal(out["y"], x * 2)
+        assert b.stats.batch_sizes == {3: 2}  # a + c (1 + 2 items), then big (3) on its own
+
+    asyncio.run(main())
+
+
 def test_full_queue_is_refused_with_overloaded() -> None:
     async def main() -> None:
         b = make(max_queue=2, max_delay_s=0.2)

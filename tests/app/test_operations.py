@@ -295,6 +295,11 @@ def test_only_a_refused_start_up_loses_its_traceback_in_uvicorns_log() -> None:
     assert not keep(record('Traceback (most recent call last):\n  File "x"\napp.errors.StartupError: no GPU'))
     assert keep(record('Traceback (most recent call last):\n  File "x"\nRuntimeError: a bug of ours'))
     assert keep(record("Application startup failed. Exiting."))
+    chained = (  # a bug of ours raised while a refusal was being handled: its traceback stays
+        'Traceback (most recent call last):\napp.errors.StartupError: no GPU\n\nDuring handling of the above '
+        'exception, another exception occurred:\n\nTraceback (most recent call last):\nRuntimeError: a bug\n'
+    )
+    assert keep(record(chained))
 
 
 def test_the_pixels_a_request_sends_are_bounded_whatever_the_fit(  # type: ignore[no-untyped-def]
