@@ -40,6 +40,9 @@ class TrainConfig:
     out: str = "runs/run"  # run folder: checkpoint/, metrics.csv, TensorBoard events
     resume: bool = False  # continue from out/checkpoint (same kind required)
     init_from: str | None = None  # fresh run (step 0, new optimizer) from this checkpoint's weights
+    # with init_from: comma-separated module names, as in model.named_modules() ("encoder.11,decoder.0":
+    # a VAE's latent layers), whose weights are drawn afresh (seeded by `seed`); the rest is kept
+    reinit: str | None = None
     val_every: int = 500  # steps between validations (0: only at the end)
     val_images: int = 2048  # at most this many validation images per validation (evenly spaced)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end)

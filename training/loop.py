@@ -149,6 +149,29 @@ def model_config_for(config: TrainConfig) -> Any:
         raise UserError(f"model option: {exc}") from exc
 
 
+def redraw(model: nn.Module, names: str) -> None:
+    """Draw the weights of the comma-separated modules `names` of `model` afresh, with each layer's own
+    initialization (`reset_parameters`) from torch's global generator; every other weight is kept.
+
+    For fine-tuning with a new head, or for a latent layer re-learned on trained features.
+    """
+    modules = dict(model.named_modules())
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in modules]
+    if unknown or not chosen:
+        layers = [n for n, m in modules.items() if n and hasattr(m, "reset_parameters")]
+        raise UserError(
+            f"--reinit: no module named {', '.join(unknown) or repr(names)} in this model; layers with "
+            f"weights: {', '.join(layers[:12])}{' ...' if len(layers) > 12 else ''}"
+        )
+    for name in chosen:
+        layers = [m for m in modules[name].modules() if hasattr(m, "reset_parameters")]
+        if not layers:
+            raise UserError(f"--reinit: module {name} has no weights to draw afresh")
+        for layer in layers:
+            layer.reset_parameters()
+
+
 class _LossModule(nn.Module):
     """Routes `model.loss` through `forward`, which DDP needs to sync gradients and broadcast buffers."""
 
@@ -186,6 +209,10 @@ class _Run:
                 raise UserError(f"{self.out} already holds a checkpoint; pass --resume or another --out")
             if config.init_from:
                 self.model, self.model_config = self._warm_start(config.init_from)
+                if config.reinit:
+                    redraw(self.model, config.reinit)
+            elif config.reinit:
+                raise UserError("--reinit draws modules of a trained model afresh: it needs --init-from")
             else:
                 self.model_config = model_config_for(config)
                 self.model = models.build_model(config.model, self.model_config)
@@ -581,6 +608,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--init-from", metavar="CHECKPOINT",
         help="start from this checkpoint's weights, or an exported artifact's (same kind and "
              "architecture; --set may change e.g. beta), with a fresh optimizer and schedule")
+    add("--reinit", metavar="MODULES",
+        help="with --init-from: draw these modules' weights afresh, comma-separated names as in the model "
+             "(e.g. encoder.11,decoder.0: a VAE's layers on either side of the latent)")
     add("--val-every", type=int, help="steps between validations, 0 = only at the end (default 500)")
     add("--val-images", type=int, help="validation images per validation (default 2048)")
     add("--checkpoint-every", type=int, help="steps between checkpoints, 0 = only at the end (default 1000)")

@@ -214,6 +214,37 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         parse_args(["--model", "vae", "--config", str(tmp_path / "b.json")])
 
 
+def test_reinit_draws_the_named_layers_afresh_and_keeps_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source"
+    train(tiny(source, model="beta_vae"))
+    trained = load_model(source)[0].state_dict()
+
+    def stop_at_once(step: int, logs: dict[str, float]) -> None:
+        raise KeyboardInterrupt  # the checkpoint then holds the weights after one step of lr 1e-9
+
+    with pytest.raises(KeyboardInterrupt):
+        config = tiny(tmp_path / "tuned", model="beta_vae", init_from=str(source),
+                      reinit="encoder.11, decoder.0", lr=1e-9, warmup_steps=0)  # fmt: skip
+        train(config, callback=stop_at_once)
+    tuned = load_model(tmp_path / "tuned")[0].state_dict()
+    redrawn = {"encoder.11.weight", "encoder.11.bias", "decoder.0.weight", "decoder.0.bias"}
+    for name, value in trained.items():
+        change = (tuned[name] - value).abs().max().item()
+        assert (change > 1e-3) if name in redrawn else (change < 1e-6), (name, change)
+
+    out = ["--out", str(tmp_path / "bad")]
+    for argv, message in [
+        (["--init-from", str(source), "--reinit", "encoder.99"],
+         "no module named encoder.99 in this model; layers with weights: encoder.0, encoder.2"),
+        (["--init-from", str(source), "--reinit", "encoder.1"], "module encoder.1 has no weights"),
+        (["--reinit", "encoder.11"], "it needs --init-from"),
+    ]:  # fmt: skip
+        code, err = _cli([*TINY, *out, "--model", "beta_vae", *argv], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
 @pytest.mark.parametrize("kind", models.KINDS)
 def test_init_from_an_artifact_starts_from_its_weights(
     tiny_checkpoints: dict[str, Path], tiny_artifacts: Path, tmp_path: Path, kind: str
