@@ -11,7 +11,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from app.manifest import Manifest
+from app.manifest import Manifest, ManifestError, positive_int
 from app.operations import expand_patch_mask, random_patch_masks
 
 Feeds = dict[str, np.ndarray]
@@ -78,6 +78,9 @@ class KindAdapter:
         """A batch-1 input per graph at the manifest's size, run once before the service is ready."""
         raise NotImplementedError
 
+    def check(self, m: Manifest) -> None:
+        """Refuse (ManifestError) a manifest that lacks or mistypes a field this kind's operations read."""
+
     def latent_shape(self, m: Manifest, height: int, width: int) -> tuple[int, ...]:
         """The continuous latent of one image of this size (no batch axis)."""
         raise NotImplementedError
@@ -126,6 +129,12 @@ class VAEAdapter(KindAdapter):
 
     def z_dim(self, m: Manifest) -> int:
         return int(m.latent["shape"][0])
+
+    def check(self, m: Manifest) -> None:
+        shape = m.latent.get("shape")
+        if not isinstance(shape, list) or len(shape) != 1:
+            raise ManifestError(f"manifest.json: latent.shape must be [Z] for a {self.kind}, not {shape!r}")
+        positive_int(shape[0], "latent.shape[0]")
 
     def warmup_feeds(self, m: Manifest, graph: str) -> Feeds:
         z = np.zeros((1, self.z_dim(m)), np.float32)
@@ -182,6 +191,17 @@ class VQVAEAdapter(KindAdapter):
 
     def code_dim(self, m: Manifest) -> int:
         return int(m.latent.get("code_dim") or m.latent["shape"][0])
+
+    def check(self, m: Manifest) -> None:
+        positive_int(m.latent.get("codebook_size"), "latent.codebook_size")
+        try:
+            code_dim, downsample = self.code_dim(m), self.downsample(m)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ManifestError(
+                "manifest.json: a vqvae needs latent.code_dim or latent.shape [D, h, w]"
+            ) from exc
+        positive_int(code_dim, "latent.code_dim")
+        positive_int(downsample, "latent.downsample")
 
     def token_grid(self, m: Manifest, height: int, width: int) -> tuple[int, int]:
         d = self.downsample(m)
@@ -241,6 +261,13 @@ class MAEAdapter(KindAdapter):
         if mask is not None and not np.all((mask == 0) | (mask == 1)):
             return "input 'mask' must hold 0 (visible patch) or 1 (hidden patch) only"
         return None
+
+    def check(self, m: Manifest) -> None:
+        patch = positive_int(m.patch_size, "patch_size")
+        if m.height % patch or m.width % patch:
+            raise ManifestError(f"manifest.json: patch_size {patch} does not divide {m.height}x{m.width}")
+        if m.num_patches is not None and m.num_patches != (m.height // patch) * (m.width // patch):
+            raise ManifestError(f"manifest.json: num_patches {m.num_patches} is not the image's patch count")
 
     def num_patches(self, m: Manifest) -> int:
         return int(m.num_patches or (m.height // self.patch(m)) * (m.width // self.patch(m)))

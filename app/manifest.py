@@ -2,11 +2,14 @@
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 1
+# A model's name is a path segment of its routes and a folder name in a Triton repository.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ManifestError(ValueError):
@@ -56,6 +59,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def positive_int(value: Any, field: str) -> int:
+    """A positive integer field; "64", 64.0, true and the like are refused, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ManifestError(f"manifest.json: {field} must be a positive integer, not {value!r}")
+    return value
+
+
+def _optional_int(value: Any, field: str) -> int | None:
+    return None if value is None else positive_int(value, field)
+
+
 def _tensors(items: Any, where: str) -> tuple[TensorSpec, ...]:
     try:
         return tuple(TensorSpec(str(t["name"]), str(t["dtype"]), tuple(t["shape"])) for t in items)
@@ -90,25 +104,38 @@ def read_manifest(folder: Path) -> Manifest:
             )
             for g, spec in raw["graphs"].items()
         }
+        name = str(raw.get("name") or folder.name)
+        if not NAME.fullmatch(name):
+            raise ManifestError(f"name {name!r} must be letters, digits, '_', '-' or '.' (it names routes)")
+        files = dict(raw.get("files") or {})
+        if any(not isinstance(v, dict) for v in files.values()):
+            raise ManifestError("manifest.json: each entry of files must be an object (file, sha256)")
+        card = raw.get("model_card")
+        if card is not None and not isinstance(card, str):
+            raise ManifestError(f"manifest.json: model_card must be a file name, not {card!r}")
         return Manifest(
-            name=str(raw.get("name") or folder.name),
+            name=name,
             kind=str(raw["kind"]),
-            height=int(inp["height"]),
-            width=int(inp["width"]),
-            channels=int(inp["channels"]),
-            spatial_multiple=int(inp["spatial_multiple"]) if inp.get("spatial_multiple") else None,
+            height=positive_int(inp["height"], "input.height"),
+            width=positive_int(inp["width"], "input.width"),
+            channels=positive_int(inp["channels"], "input.channels"),
+            spatial_multiple=_optional_int(inp.get("spatial_multiple"), "input.spatial_multiple"),
             latent=dict(raw.get("latent") or {}),
             likelihood=raw.get("likelihood"),
-            patch_size=int(raw["patch_size"]) if raw.get("patch_size") else None,
-            num_patches=int(raw["num_patches"]) if raw.get("num_patches") else None,
+            patch_size=_optional_int(raw.get("patch_size"), "patch_size"),
+            num_patches=_optional_int(raw.get("num_patches"), "num_patches"),
             graphs=graphs,
-            files=dict(raw.get("files") or {}),
+            files=files,
             metrics={k: float(v) for k, v in (raw.get("metrics") or {}).items()},
-            model_card=raw.get("model_card"),
+            model_card=card,
             raw=raw,
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ManifestError(f"manifest.json lacks or mistypes a field: {exc}") from exc
+    except ManifestError:
+        raise
+    except KeyError as exc:
+        raise ManifestError(f"manifest.json lacks the field {exc}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"manifest.json mistypes a field: {exc}") from exc
 
 
 def verified_file(folder: Path, file: str, sha256: str, what: str) -> Path:

@@ -27,7 +27,7 @@ import onnxruntime as ort
 from app.batching import Batcher, BatchObserver, Feeds
 from app.errors import ModelNotFound, NotReady, OperationNotSupported, StartupError
 from app.kinds import ADAPTERS, KindAdapter
-from app.manifest import Manifest, ManifestError, read_manifest, sha256_file, verified_file
+from app.manifest import GraphSpec, Manifest, ManifestError, read_manifest, sha256_file, verified_file
 from app.settings import Settings
 
 log = logging.getLogger("app.registry")
@@ -247,6 +247,30 @@ def _fingerprint(folder: Path) -> tuple[str, str] | None:
         return None
 
 
+# ONNX Runtime's names for the element types the manifests use.
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+
+
+def _check_signature(graph: str, spec: GraphSpec, session: ort.InferenceSession) -> None:
+    """The manifest's inputs and outputs (names, dtypes, ranks) must be the graph's own: v2 metadata,
+    request checks and Triton configs are built from the manifest."""
+    for side, declared, actual in (
+        ("inputs", spec.inputs, session.get_inputs()),
+        ("outputs", spec.outputs, session.get_outputs()),
+    ):
+        mine = [(t.name, t.dtype, len(t.shape)) for t in declared]
+        theirs = [(a.name, _ORT_TYPES.get(a.type, a.type), len(a.shape)) for a in actual]
+        if sorted(mine) != sorted(theirs):
+            raise ManifestError(
+                f"graph {graph}: the manifest's {side} {_describe(mine)} "
+                f"are not the graph's {_describe(theirs)}"
+            )
+
+
+def _describe(tensors: list[tuple[str, str, int]]) -> str:
+    return ", ".join(f"{name} ({dtype}, rank {rank})" for name, dtype, rank in tensors)
+
+
 def _artifact_folders(model_dir: Path) -> list[Path]:
     """The sub-folders of `model_dir` that hold a manifest.json, sorted by name."""
     if not model_dir.is_dir():
@@ -292,6 +316,7 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         if adapter is None:
             raise ManifestError(f"unknown kind {manifest.kind!r} (known: {', '.join(ADAPTERS)})")
         model.manifest, model.adapter = manifest, adapter
+        adapter.check(manifest)
         missing = [g for g in adapter.graphs if g not in manifest.graphs]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs graphs {missing} in its manifest")
@@ -315,16 +340,23 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
                 files=[(path, spec.sha256), *shared],
                 image_values=_image_values(adapter, manifest) if adapter.fully_convolutional else None,
             )
+            _check_signature(g, spec, session.session)
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
         if "codebook" in manifest.files:
             cb = manifest.files["codebook"]
             path = verified_file(folder, str(cb["file"]), str(cb["sha256"]), "codebook")
             model.codebook = np.load(path, allow_pickle=False).astype(np.float32)
+            size = manifest.latent.get("codebook_size")
+            if model.codebook.ndim != 2 or model.codebook.shape[0] != size:
+                raise ManifestError(
+                    f"codebook: {cb['file']} holds shape {list(model.codebook.shape)}, not "
+                    f"latent.codebook_size ({size}) rows"
+                )
         if manifest.model_card:
             card = folder / manifest.model_card
-            model.model_card = (
-                card.read_text() if card.is_file() and card.resolve().parent == folder.resolve() else None
-            )
+            inside = card.is_file() and card.resolve().parent == folder.resolve()
+            # a card is documentation: bytes that are not UTF-8 are shown replaced, not a reason to refuse
+            model.model_card = card.read_text(errors="replace") if inside else None
         if settings.warmup:
             for g, graph in model.graphs.items():
                 graph.session.run(adapter.warmup_feeds(manifest, g))

@@ -51,6 +51,52 @@ def test_a_changed_weights_file_makes_its_model_unavailable(artifact_copy: Path,
         assert models["vae"]["status"] == "ready"
 
 
+def _edit_manifest(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit", "reason"),
+    [
+        ("vae", lambda m: m["input"].update(height="64"),
+         "input.height must be a positive integer, not '64'"),
+        ("vae", lambda m: m["graphs"]["encoder"]["inputs"][0].update(name="img"),
+         "graph encoder: the manifest's inputs img (float32, rank 4) are not the graph's image (float32, "
+         "rank 4)"),
+        ("vae", lambda m: m["graphs"]["decoder"]["inputs"][0].update(dtype="int64"), "graph decoder"),
+        ("vae", lambda m: m["latent"].update(shape=None), "latent.shape must be [Z] for a vae"),
+        ("mae", lambda m: m.update(patch_size=None), "patch_size must be a positive integer, not None"),
+        ("mae", lambda m: m.update(num_patches=65), "num_patches 65 is not the image's patch count"),
+        ("vqvae", lambda m: m["latent"].update(codebook_size=1024),
+         "not latent.codebook_size (1024) rows"),
+        ("vqvae", lambda m: m.update(name="a/b"), "name 'a/b' must be letters, digits"),
+        ("beta_vae", lambda m: m["files"].update(weights="weights.bin"),
+         "each entry of files must be an object"),
+        ("beta_vae", lambda m: m.update(model_card=7), "model_card must be a file name, not 7"),
+    ],
+)  # fmt: skip
+def test_a_manifest_that_misdescribes_its_graphs_is_refused_with_the_field_named(  # type: ignore[no-untyped-def]
+    artifact_copy: Path, make_settings, kind: str, edit, reason: str
+) -> None:
+    _edit_manifest(artifact_copy / kind, edit)
+    # without the warm-up run, these reached the first request as a 500 or a wrong v2 description
+    with TestClient(create_app(make_settings(artifact_copy, warmup=False))) as c:
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        broken = [m for m in models.values() if m["status"] == "unavailable"]
+        assert len(broken) == 1 and reason in broken[0]["reason"], broken
+        assert sum(m["status"] == "ready" for m in models.values()) == 3
+
+
+def test_a_model_card_that_is_not_utf8_is_shown_not_refused(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    with (artifact_copy / "vae" / "README.md").open("ab") as f:
+        f.write(b"\xff trailing byte")
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        info = c.get("/v1/models/vae").json()
+        assert info["status"] == "ready" and info["model_card"].endswith("\ufffd trailing byte")
+
+
 def test_broken_models_are_unavailable_while_others_serve(
     artifact_copy: Path, make_settings, image_bytes
 ) -> None:  # type: ignore[no-untyped-def]

@@ -280,7 +280,7 @@ def test_engine_reference_runs_with_the_services_extra_settings(tiny_artifacts: 
         (["training", "--train-steps", "0"], "expected an integer >= 1"),
         (["service", "--model", "nosuch", "--artifacts", "{tiny}"], "--model 'nosuch' is not in"),
         (["report", "--out", "{empty}"], "no benchmark results"),
-        (["engine", "--artifacts", "{broken}"], "lacks or mistypes a field"),
+        (["engine", "--artifacts", "{broken}"], "input.height must be a positive integer"),
         (["service", "--server-env", "AESERVE_MAX_BATCH_SIZE=many"], "AESERVE_MAX_BATCH_SIZE='many'"),
         (["service", "--server-env", "AESERVE_MAX_BATCH=8"], "is not a service setting"),
         (["service", "--server-env", "AESERVE_PROVIDERS=cuda"], "is not a service setting"),
