@@ -129,6 +129,21 @@ def test_a_tampered_graph_is_refused(tiny_artifacts, tmp_path):
         write_model_repository(artifact, tmp_path / "repo")
 
 
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "/tmp/x"])
+def test_a_name_that_is_not_a_folder_name_is_refused_before_writing(tiny_artifacts, tmp_path, name):
+    artifact = tmp_path / "art"
+    shutil.copytree(tiny_artifacts / "beta_vae", artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["name"] = name
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "repo" / "keep").mkdir(parents=True)
+    with pytest.raises(UserError, match="must be letters, digits"):
+        write_model_repository(artifact, tmp_path / "repo" / "keep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "repo"]  # nothing written beside
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == ["keep"]
+    assert not any((tmp_path / "repo" / "keep").iterdir())
+
+
 def test_cli_from_artifact(tiny_artifacts, tmp_path, capsys):
     out = tmp_path / "repo"
     assert cli(["export", "--from-artifact", str(tiny_artifacts / "vqvae"), "--triton", str(out),
