@@ -164,18 +164,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(content, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
-def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
-    """SIGHUP reloads the models as POST /v1/admin/reload does; returns the undo. Only the main
-    thread's loop takes signals (uvicorn's, not a test client's), and a signal without a handler
-    would end the process."""
+def _reload_on_sighup(app: FastAPI, started: asyncio.Event) -> Callable[[], None]:
+    """SIGHUP reloads the models as POST /v1/admin/reload does, once `started` is set (one that comes
+    while the models load waits for them); returns the undo. Only the main thread's loop takes signals
+    (uvicorn's, not a test client's), and a signal without a handler would end the process."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
         return lambda: None
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
+        await started.wait()
         try:
             await admin.reload_models(app)
+        except ServiceError as exc:  # the operator's to fix (a missing model folder): one line
+            log.warning("reload on SIGHUP refused: %s", exc)
         except Exception:
             log.exception("reload on SIGHUP failed")
 
@@ -186,6 +189,8 @@ def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
 
     def undo() -> None:
         loop.remove_signal_handler(signal.SIGHUP)
+        for task in running:  # a reload still waiting for a start-up that failed
+            task.cancel()
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     return undo
@@ -266,9 +271,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.configure(settings.log_format, settings.log_level)
         Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow's own bomb guard, behind ours
+        started = asyncio.Event()
+        # before the models load: a SIGHUP would otherwise end the process while they do
+        undo_sighup = _reload_on_sighup(app, started)
         try:
             registry = await asyncio.to_thread(Registry.load, settings)
         except StartupError as exc:
+            undo_sighup()
             log.error("start-up refused: %s", exc)
             raise
         admin.publish(registry, metrics)
@@ -285,7 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             len(registry.models),
             ", ".join(f"{m.name}={'ready' if m.ready else 'unavailable'}" for m in registry.models.values()),
         )
-        undo_sighup = _reload_on_sighup(app)
+        started.set()
         try:
             yield
         finally:

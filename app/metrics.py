@@ -187,6 +187,10 @@ class Metrics:
             self.model_ready.labels(model).set(1 if is_ready else 0)
         for graph, provider in providers.items():
             self.provider.labels(graph, provider).set(1)
+        # the queues of graphs no longer served (a model removed by a reload) leave the scrape too
+        for family in self.queue_depth.collect():
+            for graph in {sample.labels["graph"] for sample in family.samples} - set(providers):
+                self.queue_depth.remove(graph)
 
     def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(route, model, str(status)).inc()

@@ -469,6 +469,11 @@ class Registry:
         if self._reload_lock is None:
             self._reload_lock = asyncio.Lock()
         async with self._reload_lock:
+            if not self.settings.model_dir.is_dir():  # a folder swapped out mid-deploy: unload nothing
+                raise NotReady(
+                    "the model directory (AESERVE_MODEL_DIR) is gone or not a folder: nothing was "
+                    "reloaded, the current models keep serving"
+                )
             current = {m.folder.resolve(): m for m in self.models.values()}
             candidates = await asyncio.to_thread(self._load_changed, current)
             return self._swap(candidates, current)
@@ -493,15 +498,20 @@ class Registry:
         """Build the new maps, then replace both with no await in between (requests see old or new)."""
         report = ReloadReport()
         models: dict[str, Model] = {}
+        for model in candidates:  # the running versions first: a newcomer never displaces one by name
+            if model is current.get(model.folder.resolve()):
+                models[model.name] = model
+                report.unchanged.append(model.name)
         for model in candidates:
             old = current.get(model.folder.resolve())
             if model is old:
-                models[model.name] = model
-                report.unchanged.append(model.name)
                 continue
-            if model.ready and model.name in models:
-                model.reason = f"duplicate model name {model.name!r}"
+            holder = models.get(model.name)
+            if holder is not None and holder.folder.resolve() != model.folder.resolve():
+                # as at start-up: the folder is named, and nothing of it is started
+                model.reason = f"duplicate model name {model.name!r} (also in {holder.folder.name})"
                 model.graphs.clear()
+                model.name = model.folder.name
             if model.ready:
                 self._start_model(model)
                 models[model.name] = model

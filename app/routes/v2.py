@@ -420,9 +420,9 @@ async def infer(
     g = _graph(registry, graph, version)
     if g.batcher is None:
         raise NotReady(f"{graph} is not started")
+    model = registry.models.get(g.model)  # with the graph: a reload while the body arrives swaps both
     body = await inflated_body(request, settings.max_body_bytes)
     header_length = request.headers.get("inference-header-content-length")
-    model = registry.models.get(g.model)
 
     def check(spec: TensorSpec, shape: list[int]) -> None:
         _check_size(model, spec, shape, settings)

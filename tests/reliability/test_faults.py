@@ -4,7 +4,11 @@ SIGTERM that drains the requests in flight (real uvicorn subprocesses for the si
 import hashlib
 import io
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -150,3 +154,68 @@ def test_sigterm_drains_requests_in_flight(tiny_artifacts: Path) -> None:
     log = server.log()
     assert code == -signal.SIGTERM, log[-2000:]
     assert "Application shutdown complete" in log and "Finished server process" in log
+
+
+def test_reload_refuses_a_second_folder_that_reuses_a_served_name(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        served = c.app.state.registry.models["vqvae"]
+        shutil.copytree(artifact_copy / "vqvae", artifact_copy / "aaa")  # sorts first, manifest name vqvae
+        shutil.copytree(artifact_copy / "vae", artifact_copy / "vae_copy")  # sorts after its namesake
+        report = c.post("/v1/admin/reload").json()
+        assert report["loaded"] == [] and report["removed"] == []
+        assert sorted(report["unchanged"]) == ["beta_vae", "mae", "vae", "vqvae"]
+        assert "duplicate model name 'vqvae' (also in vqvae)" in report["rejected"]["aaa"]
+        assert "duplicate model name 'vae' (also in vae)" in report["rejected"]["vae_copy"]
+        registry = c.app.state.registry
+        assert registry.models["vqvae"] is served and served.ready  # the running version keeps its name
+        assert not registry.models["aaa"].graphs  # nothing of the newcomer was started
+        listed = {m["name"]: m["status"] for m in c.get("/v1/models").json()["models"]}
+        assert listed == {"beta_vae": "ready", "mae": "ready", "vae": "ready", "vqvae": "ready",
+                          "aaa": "unavailable", "vae_copy": "unavailable"}  # fmt: skip
+        again = c.post("/v1/admin/reload").json()  # the same answer, not a different folder each time
+        assert sorted(again["rejected"]) == ["aaa", "vae_copy"] and again["removed"] == []
+
+
+def test_reload_without_the_model_folder_keeps_every_model(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(artifact_copy))) as c:
+        c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", good_png())})
+        artifact_copy.rename(artifact_copy.with_name("away"))  # a folder swapped out mid-deploy
+        r = c.post("/v1/admin/reload")
+        assert r.status_code == 503 and "AESERVE_MODEL_DIR" in r.json()["error"]["message"]
+        assert c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", good_png())}).status_code == 200
+        artifact_copy.with_name("away").rename(artifact_copy)
+        shutil.rmtree(artifact_copy / "vae")  # now a real removal: its queue leaves /metrics too
+        assert c.post("/v1/admin/reload").json()["removed"] == ["vae"]
+        scrape = c.get("/metrics").text
+        assert 'aeserve_queue_depth{graph="beta_vae_encoder"}' in scrape
+        assert 'graph="vae_' not in scrape.split("# HELP aeserve_queue_depth")[1].split("# HELP")[0]
+
+
+def test_a_sighup_while_the_models_load_reloads_once_they_are_up(artifact_copy: Path, tmp_path: Path) -> None:
+    """Without a handler yet, SIGHUP's default action ends the process; it must wait for the start."""
+    code = f"""
+import os, signal, threading, time
+import uvicorn
+import app.registry
+from app.main import create_app
+from app.settings import Settings
+
+load = app.registry.Registry.load.__func__
+
+def slow_load(cls, settings):
+    os.kill(os.getpid(), signal.SIGHUP)  # arrives while the models load
+    time.sleep(0.5)
+    return load(cls, settings)
+
+app.registry.Registry.load = classmethod(slow_load)
+settings = Settings(model_dir={str(artifact_copy)!r}, providers="cpu", log_format="text")
+server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="info"))
+threading.Timer(8, lambda: setattr(server, "should_exit", True)).start()
+server.run()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AESERVE_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    reloads = [line for line in out.stderr.splitlines() if "reload: loaded" in line]
+    assert len(reloads) == 1 and "unchanged" in reloads[0], out.stderr[-2000:]
