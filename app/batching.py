@@ -213,7 +213,9 @@ class Batcher:
             self._arrived.set()
 
     def _report_depth(self) -> None:
-        if self._observer is not None:
+        # a retired batcher's graph may be gone from the registry: its draining must not bring the
+        # gauge's label back (the new version of a graph reports under the same name)
+        if self._observer is not None and not self._retired:
             self._observer.set_queue_depth(self.name, len(self._pending))
 
     def _group_size(self, key: ShapeKey) -> int:

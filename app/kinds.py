@@ -194,14 +194,15 @@ class VQVAEAdapter(KindAdapter):
 
     def check(self, m: Manifest) -> None:
         positive_int(m.latent.get("codebook_size"), "latent.codebook_size")
-        try:
-            code_dim, downsample = self.code_dim(m), self.downsample(m)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ManifestError(
-                "manifest.json: a vqvae needs latent.code_dim or latent.shape [D, h, w]"
-            ) from exc
-        positive_int(code_dim, "latent.code_dim")
-        positive_int(downsample, "latent.downsample")
+        shape = m.latent.get("shape")
+        if m.latent.get("code_dim") is not None:
+            positive_int(m.latent["code_dim"], "latent.code_dim")
+        elif isinstance(shape, list) and shape:
+            positive_int(shape[0], "latent.shape[0]")
+        else:
+            raise ManifestError("manifest.json: a vqvae needs latent.code_dim or latent.shape [D, h, w]")
+        if m.latent.get("downsample") is not None:
+            positive_int(m.latent["downsample"], "latent.downsample")
 
     def token_grid(self, m: Manifest, height: int, width: int) -> tuple[int, int]:
         d = self.downsample(m)

@@ -183,6 +183,8 @@ def _reload_on_sighup(app: FastAPI, started: asyncio.Event) -> Callable[[], None
             log.exception("reload on SIGHUP failed")
 
     def on_hup() -> None:
+        if running and not started.is_set():  # a reload already waits for the start: it will do
+            return
         task = loop.create_task(reload())
         running.add(task)  # keep a reference until done
         task.add_done_callback(running.discard)
@@ -276,12 +278,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         undo_sighup = _reload_on_sighup(app, started)
         try:
             registry = await asyncio.to_thread(Registry.load, settings)
-        except StartupError as exc:
+            admin.publish(registry, metrics)
+            registry.start(metrics, demand=lambda: inflight.count)
+        except BaseException as exc:
             undo_sighup()
-            log.error("start-up refused: %s", exc)
+            if isinstance(exc, StartupError):
+                log.error("start-up refused: %s", exc)
             raise
-        admin.publish(registry, metrics)
-        registry.start(metrics, demand=lambda: inflight.count)
         inflight.on_release = registry.demand_dropped
         app.state.registry = registry
         if settings.api_key is None:

@@ -271,9 +271,10 @@ def _describe(tensors: list[tuple[str, str, int]]) -> str:
     return ", ".join(f"{name} ({dtype}, rank {rank})" for name, dtype, rank in tensors)
 
 
-def _artifact_folders(model_dir: Path) -> list[Path]:
-    """The sub-folders of `model_dir` that hold a manifest.json, sorted by name."""
-    if not model_dir.is_dir():
+def _artifact_folders(model_dir: Path, *, missing_ok: bool = True) -> list[Path]:
+    """The sub-folders of `model_dir` that hold a manifest.json, sorted by name (OSError when the folder
+    is missing and not `missing_ok`)."""
+    if missing_ok and not model_dir.is_dir():
         return []
     return sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / "manifest.json").exists())
 
@@ -346,11 +347,12 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
             cb = manifest.files["codebook"]
             path = verified_file(folder, str(cb["file"]), str(cb["sha256"]), "codebook")
             model.codebook = np.load(path, allow_pickle=False).astype(np.float32)
-            size = manifest.latent.get("codebook_size")
-            if model.codebook.ndim != 2 or model.codebook.shape[0] != size:
+            size, dim = manifest.latent.get("codebook_size"), manifest.latent.get("code_dim")
+            shape = list(model.codebook.shape)
+            if len(shape) != 2 or shape[0] != size or dim not in (None, shape[1]):
                 raise ManifestError(
-                    f"codebook: {cb['file']} holds shape {list(model.codebook.shape)}, not "
-                    f"latent.codebook_size ({size}) rows"
+                    f"codebook: {cb['file']} holds shape {shape}, not [latent.codebook_size, "
+                    f"latent.code_dim] = [{size}, {dim}]"
                 )
         if manifest.model_card:
             card = folder / manifest.model_card
@@ -469,11 +471,6 @@ class Registry:
         if self._reload_lock is None:
             self._reload_lock = asyncio.Lock()
         async with self._reload_lock:
-            if not self.settings.model_dir.is_dir():  # a folder swapped out mid-deploy: unload nothing
-                raise NotReady(
-                    "the model directory (AESERVE_MODEL_DIR) is gone or not a folder: nothing was "
-                    "reloaded, the current models keep serving"
-                )
             current = {m.folder.resolve(): m for m in self.models.values()}
             candidates = await asyncio.to_thread(self._load_changed, current)
             return self._swap(candidates, current)
@@ -481,7 +478,14 @@ class Registry:
     def _load_changed(self, current: dict[Path, Model]) -> list[Model]:
         plan = provider_plan(self.settings.providers)
         found: list[Model] = []
-        for folder in _artifact_folders(self.settings.model_dir):
+        try:  # listed here, in one go: a folder swapped out mid-deploy must unload nothing
+            folders = _artifact_folders(self.settings.model_dir, missing_ok=False)
+        except OSError as exc:
+            raise NotReady(
+                "the model directory (AESERVE_MODEL_DIR) is gone or unreadable: nothing was reloaded, "
+                "the current models keep serving"
+            ) from exc
+        for folder in folders:
             old = current.get(folder.resolve())
             if old is not None and old.ready and old.fingerprint == _fingerprint(folder):
                 found.append(old)
@@ -498,18 +502,22 @@ class Registry:
         """Build the new maps, then replace both with no await in between (requests see old or new)."""
         report = ReloadReport()
         models: dict[str, Model] = {}
-        for model in candidates:  # the running versions first: a newcomer never displaces one by name
+        # a name stays with the folder that serves it now, changed or not: a newcomer never displaces it
+        present = {m.folder.resolve() for m in candidates}
+        owners = {m.name: f for f, m in current.items() if m.ready and f in present}
+        for model in candidates:
             if model is current.get(model.folder.resolve()):
                 models[model.name] = model
                 report.unchanged.append(model.name)
         for model in candidates:
-            old = current.get(model.folder.resolve())
+            folder = model.folder.resolve()
+            old = current.get(folder)
             if model is old:
                 continue
             holder = models.get(model.name)
-            if holder is not None and holder.folder.resolve() != model.folder.resolve():
-                # as at start-up: the folder is named, and nothing of it is started
-                model.reason = f"duplicate model name {model.name!r} (also in {holder.folder.name})"
+            owner = owners.get(model.name, holder.folder.resolve() if holder is not None else folder)
+            if owner != folder:  # as at start-up: the folder is named, and nothing of it is started
+                model.reason = f"duplicate model name {model.name!r} (also in {owner.name})"
                 model.graphs.clear()
                 model.name = model.folder.name
             if model.ready:

@@ -158,22 +158,24 @@ def test_sigterm_drains_requests_in_flight(tiny_artifacts: Path) -> None:
 
 def test_reload_refuses_a_second_folder_that_reuses_a_served_name(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     with TestClient(create_app(make_settings(artifact_copy))) as c:
-        served = c.app.state.registry.models["vqvae"]
         shutil.copytree(artifact_copy / "vqvae", artifact_copy / "aaa")  # sorts first, manifest name vqvae
         shutil.copytree(artifact_copy / "vae", artifact_copy / "vae_copy")  # sorts after its namesake
+        rewrite_manifest(artifact_copy / "vqvae", metrics={"psnr": 77.0})  # and vqvae's own new version
         report = c.post("/v1/admin/reload").json()
-        assert report["loaded"] == [] and report["removed"] == []
-        assert sorted(report["unchanged"]) == ["beta_vae", "mae", "vae", "vqvae"]
+        assert report["loaded"] == ["vqvae"] and report["removed"] == []
+        assert sorted(report["unchanged"]) == ["beta_vae", "mae", "vae"]
         assert "duplicate model name 'vqvae' (also in vqvae)" in report["rejected"]["aaa"]
         assert "duplicate model name 'vae' (also in vae)" in report["rejected"]["vae_copy"]
         registry = c.app.state.registry
-        assert registry.models["vqvae"] is served and served.ready  # the running version keeps its name
+        served = registry.models["vqvae"]  # the name stays with its folder, which serves its new version
+        assert served.folder.name == "vqvae" and served.ready and served.manifest.metrics["psnr"] == 77.0
         assert not registry.models["aaa"].graphs  # nothing of the newcomer was started
         listed = {m["name"]: m["status"] for m in c.get("/v1/models").json()["models"]}
         assert listed == {"beta_vae": "ready", "mae": "ready", "vae": "ready", "vqvae": "ready",
                           "aaa": "unavailable", "vae_copy": "unavailable"}  # fmt: skip
         again = c.post("/v1/admin/reload").json()  # the same answer, not a different folder each time
         assert sorted(again["rejected"]) == ["aaa", "vae_copy"] and again["removed"] == []
+        assert c.app.state.registry.models["vqvae"] is served
 
 
 def test_reload_without_the_model_folder_keeps_every_model(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -194,23 +196,38 @@ def test_reload_without_the_model_folder_keeps_every_model(artifact_copy: Path, 
 def test_a_sighup_while_the_models_load_reloads_once_they_are_up(artifact_copy: Path, tmp_path: Path) -> None:
     """Without a handler yet, SIGHUP's default action ends the process; it must wait for the start."""
     code = f"""
-import os, signal, threading, time
+import logging, os, signal, threading, time
 import uvicorn
 import app.registry
+import app.routes.admin
 from app.main import create_app
 from app.settings import Settings
 
 load = app.registry.Registry.load.__func__
 
 def slow_load(cls, settings):
-    os.kill(os.getpid(), signal.SIGHUP)  # arrives while the models load
-    time.sleep(0.5)
+    for _ in range(2):  # two arrive while the models load: one reload follows the start
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.3)
     return load(cls, settings)
 
+reloaded = threading.Event()
+
+class Reloads(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("reload: loaded"):
+            reloaded.set()
+
+def stop_after_the_reload():
+    reloaded.wait(60)
+    time.sleep(1.5)  # room for a second reload, which must not come
+    server.should_exit = True
+
+logging.getLogger(app.routes.admin.__name__).addHandler(Reloads())
 app.registry.Registry.load = classmethod(slow_load)
 settings = Settings(model_dir={str(artifact_copy)!r}, providers="cpu", log_format="text")
 server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="info"))
-threading.Timer(8, lambda: setattr(server, "should_exit", True)).start()
+threading.Thread(target=stop_after_the_reload, daemon=True).start()
 server.run()
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AESERVE_")}
