@@ -227,14 +227,22 @@ class Batcher:
         live = [p for p in self._pending if p.key == key and not p.future.done()]
         if not live:
             return False
+        run = self._pack(live)
+        one = live[0].size // max(1, live[0].items)  # a shape group's requests weigh the same per item
+        return not self._fits(sum(p.items for p in run) + 1, sum(p.size for p in run) + one)
+
+    def _pack(self, group: list[_Pending]) -> list[_Pending]:
+        """The run made of one shape group's live requests: oldest first, each one that still fits (the
+        first always runs, whatever it weighs)."""
+        run: list[_Pending] = []
         items = size = 0
-        for p in live:  # the same packing as _take: oldest first, each request that still fits
-            if items and not self._fits(items + p.items, size + p.size):
+        for p in group:
+            if run and not self._fits(items + p.items, size + p.size):
                 continue
+            run.append(p)
             items += p.items
             size += p.size
-        one = live[0].size // max(1, live[0].items)  # a shape group's requests weigh the same per item
-        return not self._fits(items + 1, size + one)
+        return run
 
     def _fits(self, items: int, size: int) -> bool:
         """Whether a run of `items` items weighing `size` stays within both bounds."""
@@ -265,24 +273,12 @@ class Batcher:
                 return
 
     def _take(self, key: ShapeKey) -> list[_Pending]:
-        """Remove and return the live requests of one shape group, oldest first, up to the batch size."""
-        taken: list[_Pending] = []
-        kept: list[_Pending] = []
-        total = 0
-        size = 0
-        skipped = 0
-        for p in self._pending:
-            if p.future.done():  # cancelled: the client is gone
-                skipped += 1
-                continue
-            fits = p.key == key and (not taken or self._fits(total + p.items, size + p.size))
-            if fits:
-                taken.append(p)
-                total += p.items
-                size += p.size
-            else:
-                kept.append(p)
-        self._pending = kept
+        """Remove and return the run of one shape group's live requests (`_pack`), dropping cancelled ones."""
+        live = [p for p in self._pending if not p.future.done()]  # a cancelled one's client is gone
+        skipped = len(self._pending) - len(live)
+        taken = self._pack([p for p in live if p.key == key])
+        chosen = {id(p) for p in taken}
+        self._pending = [p for p in live if id(p) not in chosen]
         self._report_depth()
         if skipped:
             self.stats.skipped_cancelled += skipped

@@ -36,7 +36,7 @@ from app.errors import ErrorBody, ServiceError, StartupError, error_response
 from app.metrics import Metrics
 from app.registry import Registry
 from app.routes import admin, infer, models, ops, v2
-from app.settings import DOCS_ASSET_FILES, Settings
+from app.settings import Settings, missing_docs_assets
 from app.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("app.main")
@@ -225,7 +225,7 @@ def installed_docs_assets() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     folder = Path(next(iter(spec.submodule_search_locations))) / "static"
-    return folder if all((folder / name).is_file() for name in DOCS_ASSET_FILES) else None
+    return None if missing_docs_assets(folder) else folder
 
 
 def _serve_local_docs(app: FastAPI, assets: Path) -> None:

@@ -12,6 +12,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 DOCS_ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
 
+def missing_docs_assets(folder: Path) -> list[str]:
+    """The files of DOCS_ASSET_FILES that `folder` lacks."""
+    return [name for name in DOCS_ASSET_FILES if not (folder / name).is_file()]
+
+
 class Settings(BaseSettings):
     """Configuration of one service process. `Settings()` reads `AESERVE_*` from the environment."""
 
@@ -112,7 +117,7 @@ class Settings(BaseSettings):
     @classmethod
     def _docs_assets_hold_swagger_ui(cls, value: Path | None) -> Path | None:
         if value is not None:
-            missing = [name for name in DOCS_ASSET_FILES if not (value / name).is_file()]
+            missing = missing_docs_assets(value)
             if missing:
                 raise ValueError(f"{value} holds no {' or '.join(missing)} (from swagger-ui-dist 5)")
         return value
