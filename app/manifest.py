@@ -108,8 +108,15 @@ def read_manifest(folder: Path) -> Manifest:
         if not NAME.fullmatch(name):
             raise ManifestError(f"name {name!r} must be letters, digits, '_', '-' or '.' (it names routes)")
         files = dict(raw.get("files") or {})
-        if any(not isinstance(v, dict) for v in files.values()):
-            raise ManifestError("manifest.json: each entry of files must be an object (file, sha256)")
+        if any(
+            not isinstance(v, dict)
+            or not isinstance(v.get("file"), str)
+            or not isinstance(v.get("sha256"), str)
+            for v in files.values()
+        ):
+            raise ManifestError(
+                "manifest.json: each entry of files must be an object with a file name and its sha256"
+            )
         card = raw.get("model_card")
         if card is not None and not isinstance(card, str):
             raise ManifestError(f"manifest.json: model_card must be a file name, not {card!r}")

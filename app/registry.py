@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from app.batching import Batcher, BatchObserver, Feeds
 from app.errors import ModelNotFound, NotReady, OperationNotSupported, StartupError
+from app.graphfile import GraphFileError, external_data_files
 from app.kinds import ADAPTERS, KindAdapter
 from app.manifest import GraphSpec, Manifest, ManifestError, read_manifest, sha256_file, verified_file
 from app.settings import Settings
@@ -252,8 +253,8 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(floa
 
 
 def _check_signature(graph: str, spec: GraphSpec, session: ort.InferenceSession) -> None:
-    """The manifest's inputs and outputs (names, dtypes, ranks) must be the graph's own: v2 metadata,
-    request checks and Triton configs are built from the manifest."""
+    """The manifest's inputs and outputs (names, dtypes, ranks, fixed axes) must be the graph's own: v2
+    metadata, request checks and Triton configs are built from the manifest."""
     for side, declared, actual in (
         ("inputs", spec.inputs, session.get_inputs()),
         ("outputs", spec.outputs, session.get_outputs()),
@@ -265,6 +266,41 @@ def _check_signature(graph: str, spec: GraphSpec, session: ort.InferenceSession)
                 f"graph {graph}: the manifest's {side} {_describe(mine)} "
                 f"are not the graph's {_describe(theirs)}"
             )
+        # a fixed axis of the graph must be the manifest's too: requests are sized by the manifest
+        shapes = {a.name: list(a.shape) for a in actual}
+        for t in declared:
+            theirs_shape = shapes[t.name]  # of the same rank: checked above
+            pairs = zip(t.shape, theirs_shape, strict=True)
+            if any(type(g) is int and (type(m) is not int or m != g) for m, g in pairs):
+                raise ManifestError(
+                    f"graph {graph}: the manifest gives {t.name} the shape {_axes(t.shape)}, "
+                    f"the graph {_axes(theirs_shape)}"
+                )
+
+
+def _external_files(graph: str, path: Path, listed: Iterable[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The listed (verified) files that the graph's tensors are stored in. ONNX Runtime opens whatever
+    the graph names, so a file the manifest does not list with a sha256 is refused rather than read
+    unchecked."""
+    by_path = {p: (p, sha) for p, sha in listed}
+    try:
+        locations = external_data_files(path)
+    except GraphFileError as exc:
+        raise ManifestError(f"graph {graph}: {path.name} is not an ONNX file ({exc})") from None
+    reads = []
+    for location in sorted(locations):
+        target = (path.parent / location).resolve()
+        if target not in by_path:
+            raise ManifestError(
+                f"graph {graph}: its weights are stored in {location!r}, which the manifest's files "
+                "do not list with a sha256"
+            )
+        reads.append(by_path[target])
+    return reads
+
+
+def _axes(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if a is None else str(a) for a in shape) + "]"
 
 
 def _describe(tensors: list[tuple[str, str, int]]) -> str:
@@ -324,13 +360,11 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         missing = [f for f in adapter.files if f not in manifest.files]
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
-        # the graphs' shared external data, checked before any graph reads it
-        shared: list[tuple[Path, str]] = []
-        if "weights" in manifest.files:
-            w = manifest.files["weights"]
-            shared.append(
-                (verified_file(folder, str(w["file"]), str(w["sha256"]), "weights"), str(w["sha256"]))
-            )
+        # every listed file (the graphs' shared weights, the codebook), checked before anything reads it
+        listed = {
+            key: (verified_file(folder, f["file"], f["sha256"], key), f["sha256"])
+            for key, f in manifest.files.items()
+        }
         for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")
@@ -338,15 +372,14 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
                 path,
                 settings,
                 plan,
-                files=[(path, spec.sha256), *shared],
+                files=[(path, spec.sha256), *_external_files(g, path, listed.values())],
                 image_values=_image_values(adapter, manifest) if adapter.fully_convolutional else None,
             )
             _check_signature(g, spec, session.session)
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
-        if "codebook" in manifest.files:
+        if "codebook" in listed:
             cb = manifest.files["codebook"]
-            path = verified_file(folder, str(cb["file"]), str(cb["sha256"]), "codebook")
-            model.codebook = np.load(path, allow_pickle=False).astype(np.float32)
+            model.codebook = np.load(listed["codebook"][0], allow_pickle=False).astype(np.float32)
             size, dim = manifest.latent.get("codebook_size"), manifest.latent.get("code_dim")
             shape = list(model.codebook.shape)
             if len(shape) != 2 or shape[0] != size or dim not in (None, shape[1]):

@@ -76,7 +76,16 @@ def _edit_manifest(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
         ("vqvae", lambda m: m["latent"].update(downsample=4.0),
          "latent.downsample must be a positive integer"),
         ("beta_vae", lambda m: m["files"].update(weights="weights.bin"),
-         "each entry of files must be an object"),
+         "each entry of files must be an object with a file name and its sha256"),
+        ("beta_vae", lambda m: m["files"]["weights"].pop("sha256"),
+         "each entry of files must be an object with a file name and its sha256"),
+        # unlisted, weights.bin would be read by ONNX Runtime unchecked
+        ("beta_vae", lambda m: m["files"].pop("weights"),
+         "graph encoder: its weights are stored in 'weights.bin', which the manifest's files do not list"),
+        ("mae", lambda m: m["graphs"]["reconstruct"]["inputs"][1].update(shape=["batch", 1000]),
+         "graph reconstruct: the manifest gives mask the shape [batch, 1000], the graph [batch, "),
+        ("vae", lambda m: m["graphs"]["decoder"]["outputs"][0].update(shape=["batch", 3, "h", "w"]),
+         "graph decoder: the manifest gives image the shape [batch, 3, h, w], the graph [batch, 3, "),
         ("beta_vae", lambda m: m.update(model_card=7), "model_card must be a file name, not 7"),
     ],
 )  # fmt: skip
@@ -271,10 +280,17 @@ def test_an_unavailable_models_reason_names_no_server_path(artifact_copy: Path, 
     import hashlib
 
     graph = artifact_copy / "vae" / "encoder.onnx"
-    graph.write_bytes(b"not an onnx graph")  # with its sha256 updated: ONNX Runtime itself refuses it
+    # a well-formed protobuf (ir_version 1, no graph) with its sha256 updated: ONNX Runtime itself refuses it
+    graph.write_bytes(b"\x08\x01")
     manifest = json.loads((artifact_copy / "vae" / "manifest.json").read_text())
     manifest["graphs"]["encoder"]["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
     (artifact_copy / "vae" / "manifest.json").write_text(json.dumps(manifest))
     with TestClient(create_app(make_settings(artifact_copy, strict_readiness=False))) as c:
         reason = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["vae"]["reason"]
         assert "from vae/encoder.onnx failed" in reason and str(artifact_copy) not in reason
+    graph.write_bytes(b"not an onnx graph")  # not even protobuf: refused before ONNX Runtime reads it
+    manifest["graphs"]["encoder"]["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    (artifact_copy / "vae" / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(make_settings(artifact_copy, strict_readiness=False))) as c:
+        reason = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["vae"]["reason"]
+        assert reason == "graph encoder: encoder.onnx is not an ONNX file (unsupported protobuf wire type 6)"
