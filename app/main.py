@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs, version
@@ -69,6 +70,11 @@ _PAGE_HEADERS = [
 ]
 
 
+REQUEST_ID_KEY = "aeserve.request_id"
+# every API route, in the order they match
+ROUTERS = (models.router, infer.router, v2.health, v2.router, ops.health, ops.router, admin.router)
+
+
 class RequestContextMiddleware:
     """X-Request-ID in and out, one access log line and the request metrics per HTTP request."""
 
@@ -83,6 +89,7 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = logs.request_id.set(rid)
+        scope[REQUEST_ID_KEY] = rid  # for the handler of unexpected errors, which runs outside this
         started = time.perf_counter()
         status = 500
 
@@ -105,8 +112,8 @@ class RequestContextMiddleware:
             seconds = time.perf_counter() - started
             if scope.get(CLIENT_GONE):
                 status = 499  # client closed the request (nginx's code): no response was sent
-            route = getattr(scope.get("route"), "path", "unmatched")
-            model = _model_label(scope)
+            route, params = _route_of(scope)
+            model = _model_label(scope, params)
             self.metrics.observe_request(route, model, status, seconds)
             log.info(
                 "request",
@@ -121,9 +128,23 @@ class RequestContextMiddleware:
             logs.request_id.reset(token)
 
 
-def _model_label(scope: Scope) -> str:
+def _route_of(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """The route template a request matched, and its path parameters. A request answered before routing
+    (413 for its body, 429 for the in-flight limit) is matched here, so that its status counts under its
+    route and model like any other."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched")), scope.get("path_params") or {}
+    for router in ROUTERS:
+        for candidate in router.routes:
+            match, child = candidate.matches(scope)
+            if match == Match.FULL:
+                return str(getattr(candidate, "path", "unmatched")), child.get("path_params") or {}
+    return "unmatched", {}
+
+
+def _model_label(scope: Scope, params: dict[str, Any]) -> str:
     """The model a request named, only when the registry knows it (bounded label values)."""
-    params = scope.get("path_params") or {}
     registry = getattr(getattr(scope.get("app"), "state", None), "registry", None)
     if registry is None:
         return ""
@@ -155,6 +176,16 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/v2"):
             return JSONResponse(body.v2(), status_code=400)
         return JSONResponse(body.v1(), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # a bug, not the client's doing: the error shape still holds, and Starlette then re-raises, so
+        # the traceback reaches the server log; the id ties the two together
+        rid = request.scope.get(REQUEST_ID_KEY, "")
+        log.error("internal error in request %s: %s: %s", rid, type(exc).__name__, exc)
+        body = ErrorBody("internal_error", f"internal error in request {rid}; the server log has the details")
+        content = body.v2() if request.url.path.startswith("/v2") else body.v1()
+        return JSONResponse(content, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -318,7 +349,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (models.router, infer.router, v2.health, v2.router, ops.health, ops.router, admin.router):
+    for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -50,7 +50,11 @@ class Settings(BaseSettings):
     )
 
     # Dynamic batching, per graph
-    max_batch_size: int = Field(default=32, ge=1, description="Most items one batched run holds.")
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Most items the batcher merges into one run (a larger request runs alone).",
+    )
     max_delay_ms: float = Field(default=5.0, ge=0, description="Longest wait for a batch to fill, in ms.")
     max_queue: int = Field(default=256, ge=1, description="Most requests waiting per graph; more -> 429.")
     inline_when_idle: bool = Field(

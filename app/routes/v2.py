@@ -166,8 +166,10 @@ async def model_metadata(graph: str, registry: RegistryDep, version: str | None 
 async def model_config(
     graph: str, registry: RegistryDep, settings: SettingsDep, version: str | None = None
 ) -> dict[str, Any]:
-    """What Triton's GET .../config gives and its tools (perf_analyzer) read: the platform, the batch a
-    run may hold (max_batch_size; dims then leave the batch axis out, -1 = dynamic) and dynamic batching."""
+    """What Triton's GET .../config gives and its tools (perf_analyzer) read: the platform, the largest
+    batch one request may carry (max_batch_size: AESERVE_MAX_IMAGES; dims then leave the batch axis out,
+    -1 = dynamic), and dynamic batching: the batcher merges requests into runs of up to
+    AESERVE_MAX_BATCH_SIZE items (preferred_batch_size), and a larger request runs on its own."""
     g = _graph(registry, graph, version)
 
     def tensor(t: TensorSpec) -> dict[str, Any]:
@@ -186,10 +188,13 @@ async def model_config(
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
         "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": settings.max_batch_size,
+        "max_batch_size": settings.max_images,
         "input": [tensor(t) for t in g.spec.inputs],
         "output": [tensor(t) for t in g.spec.outputs],
-        "dynamic_batching": {"max_queue_delay_microseconds": int(settings.max_delay_ms * 1000)},
+        "dynamic_batching": {
+            "preferred_batch_size": [min(settings.max_batch_size, settings.max_images)],
+            "max_queue_delay_microseconds": int(settings.max_delay_ms * 1000),
+        },
     }
 
 
@@ -245,7 +250,9 @@ def _input_array(
     if dtype is None or dtype != np.dtype(spec.dtype):
         raise InvalidInput(f"input {name!r} must have datatype {_BY_DTYPE.get(spec.dtype)}, got {datatype!r}")
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InvalidInput(f"input {name!r} needs a shape of non-negative integers")
     if len(shape) != len(spec.shape) or any(
         isinstance(s, int) and s != d for s, d in zip(spec.shape, shape, strict=True)
@@ -442,6 +449,7 @@ async def infer(
         if offset != len(binary):
             raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
         _check_values(model, feeds)
+        _wanted(g, doc)  # outputs the graph lacks, or bad output parameters: refused before the run
         return doc, feeds
 
     # Parsing megabytes of JSON, and writing outputs as JSON lists, take seconds
@@ -452,32 +460,53 @@ async def infer(
     )
 
 
-def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
-    default_binary = bool(_parameters(doc, "the request").get("binary_data_output", False))
-    wanted = doc.get("outputs") or [{"name": n} for n in outputs]
-    results: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
-    for out in wanted:
+def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: {key} must be true or false, not {value!r}")
+    return value
+
+
+def _wanted(g: Graph, doc: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(output name, as binary data) for each output the request asks for, all of them by default."""
+    default = _flag(_parameters(doc, "the request"), "binary_data_output", False, "the request")
+    names = [t.name for t in g.spec.outputs]
+    wanted = []
+    for out in doc.get("outputs") or [{"name": n} for n in names]:
         name = out["name"]
-        if name not in outputs:
-            raise InvalidInput(f"{g.v2_name} has no output {name!r}; outputs: {sorted(outputs)}")
-        array = outputs[name]
-        meta: dict[str, Any] = {
-            "name": name,
-            "datatype": _BY_DTYPE[str(array.dtype)],
-            "shape": list(array.shape),
-        }
+        if name not in names:
+            raise InvalidInput(f"{g.v2_name} has no output {name!r}; outputs: {sorted(names)}")
         params = _parameters(out, f"output {name!r}")
         if "classification" in params:
             raise InvalidInput(
                 f"output {name!r}: classification (class_count) is not supported; outputs are images, "
                 "latents, tokens and scores"
             )
-        if bool(params.get("binary_data", default_binary)):
+        wanted.append((name, _flag(params, "binary_data", default, f"output {name!r}")))
+    return wanted
+
+
+def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
+    results: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in _wanted(g, doc):
+        array = outputs[name]
+        meta: dict[str, Any] = {
+            "name": name,
+            "datatype": _BY_DTYPE[str(array.dtype)],
+            "shape": list(array.shape),
+        }
+        if binary:
             blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
             meta["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
+            # JSON has no NaN or infinity (RFC 8259 section 6); binary data carries them as IEEE values
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise InvalidInput(
+                    f"output {name!r} holds NaN or infinite values, which JSON cannot carry (the inputs "
+                    "lie far outside what the model was trained on); ask for it as binary_data"
+                )
             meta["data"] = array.reshape(-1).tolist()
         results.append(meta)
     body: dict[str, Any] = {"model_name": g.v2_name, "model_version": "1", "outputs": results}

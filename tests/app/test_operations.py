@@ -154,6 +154,33 @@ def test_body_limits(tiny_artifacts: Path, make_settings, image_bytes) -> None: 
             headers={"content-type": "image/png"},
         )
         assert r.status_code == 413 and "pixel limit" in r.json()["error"]["message"]
+        # the refusals the body limit answers before routing count under their route and model too
+        text = c.get("/metrics").text
+        counted = 'aeserve_requests_total{model="vae",route="%s",status="413"} %s'
+        assert counted % ("/v1/models/{name}/reconstruct", "3.0") in text
+        assert counted % ("/v2/models/{graph}/infer", "1.0") in text
+        assert 'route="unmatched",status="413"' not in text
+
+
+def test_an_unexpected_error_keeps_the_error_shape(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """A bug (here a route added to fail on purpose) answers 500 in the JSON error shape of its API, with
+    the request id the log has it under, not Starlette's plain-text body."""
+    app = create_app(make_settings(tiny_artifacts))
+
+    @app.get("/v1/broken")
+    @app.get("/v2/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/v1/broken", headers={"X-Request-ID": "rid-1"})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+        message = r.json()["error"]["message"]
+        assert message == "internal error in request rid-1; the server log has the details"
+        r = c.get("/v2/broken", headers={"X-Request-ID": "rid-2"})
+        assert r.status_code == 500 and r.json() == {
+            "error": "internal error in request rid-2; the server log has the details"
+        }
 
 
 def flat_png(width: int, height: int) -> bytes:

@@ -188,7 +188,9 @@ def test_versions_config_compression_and_classification_as_triton_clients_use_th
         r = client.get(f"/v2/models/vqvae_encoder{path}")
         assert r.status_code == 404 and "only version is '1'" in r.json()["error"], path
     config = client.get("/v2/models/vqvae_encoder/config").json()
-    assert config["name"] == "vqvae_encoder" and config["max_batch_size"] >= 1
+    # the largest batch a request may carry, and the runs the batcher forms (defaults: 256 and 32)
+    assert config["name"] == "vqvae_encoder" and config["max_batch_size"] == 256
+    assert config["dynamic_batching"]["preferred_batch_size"] == [32]
     assert config["input"] == [{"name": "image", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
     assert config["output"][1] == {"name": "tokens", "data_type": "TYPE_INT64", "dims": [-1, -1]}
 
@@ -305,3 +307,44 @@ def test_a_large_json_request_parses_off_the_event_loop_to_the_same_answer(clien
         for b in (body, body + pad)
     ]
     assert v1[0].status_code == v1[1].status_code == 200 and v1[0].json() == v1[1].json()
+
+
+def test_requests_the_protocol_refuses_are_refused_before_the_run(client: TestClient) -> None:
+    """A request whose outputs or parameters are bad is a 400 that runs nothing and counts as no
+    success; a boolean is no dimension; a flag must be a JSON boolean ("false" is not false)."""
+    latent = {"name": "latent", "shape": [1, 4], "datatype": "FP32", "data": [0.0] * 4}
+
+    def executions() -> int:
+        (entry,) = client.get("/v2/models/vae_decoder/stats").json()["model_stats"]
+        return int(entry["execution_count"]) + int(entry["inference_stats"]["success"]["count"])
+
+    before = executions()
+    refused = [
+        ({"inputs": [latent], "outputs": [{"name": "nope"}]}, "vae_decoder has no output 'nope'"),
+        ({"inputs": [latent], "parameters": {"binary_data_output": "false"}},
+         "binary_data_output must be true or false, not 'false'"),
+        ({"inputs": [latent], "outputs": [{"name": "image", "parameters": {"binary_data": 0}}]},
+         "output 'image': binary_data must be true or false, not 0"),
+        ({"inputs": [{**latent, "shape": [True, 4]}]}, "needs a shape of non-negative integers"),
+        ({"inputs": [{**latent, "shape": [1, True, 4]}]}, "needs a shape of non-negative integers"),
+    ]  # fmt: skip
+    for doc, message in refused:
+        r = client.post("/v2/models/vae_decoder/infer", json=doc)
+        assert r.status_code == 400 and message in r.json()["error"], (doc, r.text)
+    assert executions() == before
+
+
+def test_outputs_json_cannot_carry_are_refused_and_binary_data_carries_them(client: TestClient) -> None:
+    """Finite inputs far outside the training range overflow the encoder: JSON has no NaN (RFC 8259), so
+    a JSON answer is a 400 saying so, and the same request with binary outputs gets the IEEE values."""
+    huge = np.full((1, 3, 32, 32), 3e38, np.float32)
+    doc = {"inputs": [{"name": "image", "shape": list(huge.shape), "datatype": "FP32",
+                       "data": huge.ravel().tolist()}]}  # fmt: skip
+    r = client.post("/v2/models/vae_encoder/infer", json=doc)
+    assert r.status_code == 400 and "NaN or infinite values, which JSON cannot carry" in r.json()["error"]
+    body, headers = binary_request({"image": huge}, ["mean"])
+    r = client.post("/v2/models/vae_encoder/infer", content=body, headers=headers)
+    assert r.status_code == 200
+    n = int(r.headers["inference-header-content-length"])
+    mean = np.frombuffer(r.content[n:], np.float32)
+    assert mean.size == 4 and not np.all(np.isfinite(mean))

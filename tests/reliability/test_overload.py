@@ -41,12 +41,20 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_a_burst_past_capacity_is_refused_with_retry_after(server: Server) -> None:
+    def refused() -> float:
+        text = request(server.port, "GET", "/metrics")[2].decode()
+        route = "/v1/models/{name}/reconstruct"
+        return metric(text, "aeserve_requests_total", route=route, model="vae", status="429")
+
+    refused_before = refused()
     burst = asyncio.run(load.closed_loop(server.port, reconstruct_request(), clients=40, seconds=2.0))
     statuses = burst["statuses"]
     assert isinstance(statuses, dict)
     assert set(statuses) <= {"200", "429"}, statuses  # no 5xx, no broken connection
     assert statuses.get("429", 0) > 0 and statuses.get("200", 0) > 0
     assert burst["retry_after_missing"] == 0
+    # every 429, from the in-flight limit (before routing) or a full queue, counts under its route
+    assert refused() - refused_before == statuses["429"]
     after = asyncio.run(load.closed_loop(server.port, reconstruct_request(), clients=1, seconds=1.5))
     assert after["statuses"] == {"200": after["requests"]}  # served normally once the burst is over
     assert request(server.port, "GET", "/healthz")[0] == 200
