@@ -315,6 +315,29 @@ def _artifact_folders(model_dir: Path, *, missing_ok: bool = True) -> list[Path]
     return sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / "manifest.json").exists())
 
 
+def _claim_names(models: list[Model], owners: dict[str, Path]) -> None:
+    """One folder per model name: the one `owners` says serves it now, else the first in folder order.
+    Any other folder whose manifest takes that name is a duplicate: unavailable, never started, and
+    listed under its folder's name (with a suffix if a model is called that), so that every folder
+    shows up once and none displaces another."""
+    owner_of = dict(owners)
+    for m in models:
+        owner_of.setdefault(m.name, m.folder.resolve())
+    taken = set(owner_of)
+    for m in models:
+        owner = owner_of[m.name]
+        if owner == m.folder.resolve():
+            continue
+        m.reason = f"duplicate model name {m.name!r} (also in {owner.name})"
+        m.graphs.clear()
+        m.name = next(
+            n
+            for n in (m.folder.name, *(f"{m.folder.name}.{i}" for i in range(2, len(models) + 2)))
+            if n not in taken
+        )
+        taken.add(m.name)
+
+
 def _cuda_fallback(model: Model) -> dict[str, str]:
     """Graphs of `model` that did not land on CUDA (AESERVE_PROVIDERS=cuda refuses them)."""
     return {g.v2_name: g.provider for g in model.graphs.values() if g.provider != CUDA}
@@ -440,14 +463,9 @@ class Registry:
         models: dict[str, Model] = {}
         if not settings.model_dir.is_dir():
             log.warning("model directory %s does not exist; serving no models", settings.model_dir)
-        for folder in _artifact_folders(settings.model_dir):
-            model = _load(folder, settings, plan)
-            if model.name in models:
-                model.reason = (
-                    f"duplicate model name {model.name!r} (also in {models[model.name].folder.name})"
-                )
-                model.graphs.clear()
-                model.name = folder.name
+        loaded = [_load(folder, settings, plan) for folder in _artifact_folders(settings.model_dir)]
+        _claim_names(loaded, owners={})
+        for model in loaded:
             models[model.name] = model
             if model.reason:
                 log.warning("model %s unavailable: %s", model.name, model.reason)
@@ -537,22 +555,13 @@ class Registry:
         models: dict[str, Model] = {}
         # a name stays with the folder that serves it now, changed or not: a newcomer never displaces it
         present = {m.folder.resolve() for m in candidates}
-        owners = {m.name: f for f, m in current.items() if m.ready and f in present}
+        _claim_names(candidates, owners={m.name: f for f, m in current.items() if m.ready and f in present})
         for model in candidates:
-            if model is current.get(model.folder.resolve()):
+            old = current.get(model.folder.resolve())
+            if model is old:
                 models[model.name] = model
                 report.unchanged.append(model.name)
-        for model in candidates:
-            folder = model.folder.resolve()
-            old = current.get(folder)
-            if model is old:
                 continue
-            holder = models.get(model.name)
-            owner = owners.get(model.name, holder.folder.resolve() if holder is not None else folder)
-            if owner != folder:  # as at start-up: the folder is named, and nothing of it is started
-                model.reason = f"duplicate model name {model.name!r} (also in {owner.name})"
-                model.graphs.clear()
-                model.name = model.folder.name
             if model.ready:
                 self._start_model(model)
                 models[model.name] = model

@@ -178,6 +178,29 @@ def test_reload_refuses_a_second_folder_that_reuses_a_served_name(artifact_copy:
         assert c.app.state.registry.models["vqvae"] is served
 
 
+def test_a_duplicate_named_like_a_served_model_is_listed_apart(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Folder beta_vae's manifest says "mae", and it sorts first, so it serves mae; folder mae (manifest
+    "mae" too) is the duplicate, and its folder's name is taken: it is listed as mae.2, and the served
+    mae is not overwritten by it (at start-up, and again when a reload brings the same layout)."""
+    rewrite_manifest(artifact_copy / "beta_vae", name="mae")
+
+    def check(c: TestClient) -> None:
+        listed = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert {n: m["status"] for n, m in listed.items()} == {
+            "mae": "ready", "mae.2": "unavailable", "vae": "ready", "vqvae": "ready"
+        }  # fmt: skip
+        assert listed["mae"]["kind"] == "beta_vae"  # folder beta_vae's model
+        assert listed["mae.2"]["reason"] == "duplicate model name 'mae' (also in beta_vae)"
+        assert c.get("/v2/models/mae_decoder").status_code == 200  # the served one's graphs
+
+    with TestClient(create_app(make_settings(artifact_copy, strict_readiness=False))) as c:
+        check(c)
+        rewrite_manifest(artifact_copy / "mae", metrics={"psnr": 1.0})  # the duplicate changes
+        report = c.post("/v1/admin/reload").json()
+        assert report["rejected"] == {"mae.2": "duplicate model name 'mae' (also in beta_vae)"}
+        check(c)
+
+
 def test_reload_without_the_model_folder_keeps_every_model(artifact_copy: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
     with TestClient(create_app(make_settings(artifact_copy))) as c:
         c.post("/v1/models/vae/reconstruct", files={"image": ("a.png", good_png())})
