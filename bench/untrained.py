@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
-
-import numpy as np
 
 # kind -> (data set, model config overrides on top of the default preset), as the bundled models
 BUNDLED = {
@@ -29,23 +26,16 @@ def export_untrained(kind: str, out: Path, *, preset: str = "default", seed: int
     import torch
 
     import models
-    from training.export import build_manifest, check_parity, export_graph, kind_export
+    from training.export import kind_export, write_artifact
 
     data, overrides = BUNDLED[kind]
     torch.manual_seed(seed)
     config = models.make_config(kind, preset, **overrides)
     model = models.build_model(kind, config)
-    spec = kind_export(model)
     folder = out / kind
     folder.mkdir(parents=True, exist_ok=True)
-    for graph in spec.graphs:
-        export_graph(graph, folder / f"{graph.name}.onnx", spec.input["height"], spec.input["width"])
-    check_parity(spec.graphs, folder, spec.parity_sizes)
-    for name, array in (spec.arrays or {}).items():
-        np.save(folder / f"{name}.npy", array, allow_pickle=False)
     state = {"model_config": dataclasses.asdict(config), "train_config": None, "data": data, "step": 0}
-    manifest = build_manifest(kind, kind, spec, folder, state, "untrained")
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_artifact(model, kind_export(model), folder, kind, state, "untrained")
     return folder
 
 

@@ -335,3 +335,19 @@ def test_large_images_reports_memory_and_the_health_probe(tiny_artifacts: Path, 
     assert all(figures[k] > 0 for k in figures if not k.startswith("healthz"))  # /proc memory, times
     assert figures["healthz_worst_during_encode_ms"] >= 0  # 0 when the request ends before the first probe
     assert set(figures) >= {"rss_after_reconstruct_mib", "rss_after_encode_mib", "rss_after_interpolate_mib"}
+
+
+def test_untrained_artifacts_export_and_load(tmp_path: Path) -> None:
+    """`python -m bench.untrained` (what bench/gpu_check.sh runs where the bundled artifacts are missing)
+    writes four artifacts the service loads (here at the tiny preset, for time)."""
+    from app.registry import Registry
+    from app.settings import Settings
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.untrained", str(tmp_path), "--preset", "tiny"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    registry = Registry.load(Settings(model_dir=tmp_path, providers="cpu"))
+    assert {n: m.reason for n, m in registry.models.items()} == {k: None for k in KINDS}
+    assert all(registry.models[k].manifest.raw["training"]["checkpoint_sha256"] == "untrained" for k in KINDS)
