@@ -106,16 +106,24 @@ class Settings(BaseSettings):
         "that package is missing.",
     )
     log_format: Literal["json", "text"] = "json"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Python logging level (any case)."
+    )
     git_revision: str | None = Field(default=None, description="Set at image build; else `git rev-parse`.")
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "docs_assets", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
-        """AESERVE_API_KEY= (as docker compose passes an unset variable) means no key, not the key ''."""
+    def _empty_is_unset(cls, value: object) -> object:
+        """AESERVE_API_KEY= (as docker compose passes an unset variable) means no key, not the key '';
+        AESERVE_DOCS_ASSETS= the installed copy, not the folder '.'."""
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("docs_assets")
     @classmethod

@@ -220,12 +220,15 @@ def _serve(tmp_path: Path, *options: str, **env: str) -> subprocess.CompletedPro
 def test_a_bad_setting_ends_start_up_with_one_line_naming_it(tmp_path: Path, workers: list[str]) -> None:
     # with --workers, uvicorn restarts a worker that exits, unless it exits with its start-up failure
     # status: the server must end (within the timeout), not re-read the bad setting forever
-    out = _serve(tmp_path, *workers, AESERVE_PROVIDERS="gpu", AESERVE_MAX_QUEUE="0", AESERVE_API_KEY="")
+    # empty API_KEY and DOCS_ASSETS mean unset (docker compose passes unset variables so), no error
+    out = _serve(tmp_path, *workers, AESERVE_PROVIDERS="gpu", AESERVE_MAX_QUEUE="0", AESERVE_API_KEY="",
+                 AESERVE_DOCS_ASSETS="", AESERVE_LOG_LEVEL="loud")  # fmt: skip
     assert "Traceback" not in out.stderr
     said = [line for line in out.stderr.splitlines() if line.startswith("aeserve:")]
     assert set(said) == {
         "aeserve: bad setting: AESERVE_PROVIDERS: Input should be 'auto', 'cuda' or 'cpu' (got 'gpu'); "
-        "AESERVE_MAX_QUEUE: Input should be greater than or equal to 1 (got '0')"
+        "AESERVE_MAX_QUEUE: Input should be greater than or equal to 1 (got '0'); "
+        "AESERVE_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL' (got 'LOUD')"
     }
     if workers:  # each worker says it once and none is restarted; uvicorn's parent then exits with 0
         assert len(said) <= 2 and "failed to start, stopping the parent process" in out.stderr
