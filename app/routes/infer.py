@@ -700,6 +700,12 @@ async def traverse_route(
     if len(set(chosen)) != len(chosen):
         raise InvalidInput("dims names a dimension twice", field="dims")
     count = len(chosen) * steps  # the grid's images, each decoded at the model's size
+    if count > settings.max_images:
+        raise PayloadTooLarge(
+            f"{len(chosen)} dims x {steps} steps decode to {count} images; the limit is "
+            f"{settings.max_images} (AESERVE_MAX_IMAGES): ask for fewer dims or steps",
+            field="dims",
+        )
     if (pixels := adapter.pixels(m, "latent", [count, zdim])) > settings.max_pixels:
         raise PayloadTooLarge(
             f"{len(chosen)} dims x {steps} steps decode to {count} images, {pixels} pixels; the limit is "

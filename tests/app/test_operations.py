@@ -137,10 +137,11 @@ def test_body_limits(tiny_artifacts: Path, make_settings, image_bytes) -> None: 
 
         r = c.post("/v1/models/vae/reconstruct", content=chunks(), headers={"content-type": "image/png"})
         assert r.status_code == 413
-        # a traversal's grid counts against the pixels: 2 dims x 2 steps of 32 x 32 are 4,096 > 2,500
+        # a traversal's grid counts against the images: 2 dims x 2 steps are 4 > 2
         assert c.post("/v1/models/vae/traverse?steps=2&dims=0").status_code == 200
         r = c.post("/v1/models/vae/traverse?steps=2&dims=0,1")
-        assert r.status_code == 413 and "fewer dims or steps" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert r.status_code == 413 and "4 images; the limit is 2 (AESERVE_MAX_IMAGES): ask for" in message
         r = c.post(
             "/v2/models/vae_decoder/infer", content=chunks(), headers={"content-type": "application/json"}
         )
@@ -181,6 +182,15 @@ def test_an_unexpected_error_keeps_the_error_shape(tiny_artifacts: Path, make_se
         assert r.status_code == 500 and r.json() == {
             "error": "internal error in request rid-2; the server log has the details"
         }
+
+
+def test_a_traversal_grid_counts_against_the_pixel_limit(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(make_settings(tiny_artifacts, max_pixels=50 * 50))) as c:
+        assert c.post("/v1/models/vae/traverse?steps=2&dims=0").status_code == 200  # 2 x 32 x 32 = 2,048
+        r = c.post("/v1/models/vae/traverse?steps=3&dims=0")  # 3,072 pixels > 2,500
+        assert r.status_code == 413 and "(AESERVE_MAX_PIXELS): ask for fewer dims or steps" in (
+            r.json()["error"]["message"]
+        )
 
 
 def flat_png(width: int, height: int) -> bytes:
