@@ -139,9 +139,10 @@ class VAE(nn.Module):
 
         x: [N, C, H, W] in [0, 1]; eps: [N, Z]. Returns `nll` [N] and `kl` [N] in nats (summed over pixels /
         latents) and `bits_per_dim` [N] = (nll + kl) / (D ln 2), D = C*H*W. For the Gaussian on [0, 1]-scaled
-        8-bit images, D ln 256 is added to the NLL first: the density of a [0, 1] value times the bin width
-        1/256 approximates the probability of the 8-bit value, which makes the figure comparable to
-        discrete models. The Bernoulli is already a probability of the (binary) data, so it needs none.
+        8-bit images, D ln 255 is added to the NLL first: the density of a [0, 1] value times the bin width
+        1/255 (pixels are k / 255) approximates the probability of the 8-bit value, which makes the figure
+        comparable to discrete models. The Bernoulli is already a probability of the (binary) data, so it
+        needs none.
         """
         mean, logvar = self.encode(x)
         z = self.reparameterize(mean, logvar, eps)
@@ -158,7 +159,7 @@ class VAE(nn.Module):
             log_sigma = self.log_sigma.clamp(min=_MIN_LOG_SIGMA)
             sq = ((x - torch.sigmoid(out)) / torch.exp(log_sigma)) ** 2
             nll = (0.5 * sq + log_sigma + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
-            nll_discrete = nll + d * math.log(256.0)
+            nll_discrete = nll + d * math.log(255.0)
         kl = 0.5 * (mean**2 + torch.exp(logvar) - 1.0 - logvar).sum(1)
         bits_per_dim = (nll_discrete + kl) / (d * math.log(2.0))
         return {"nll": nll, "kl": kl, "bits_per_dim": bits_per_dim}

@@ -35,12 +35,16 @@ def telea_fill(images: np.ndarray, pixel_mask: np.ndarray, radius: float = 3.0) 
     """OpenCV `cv2.inpaint(..., INPAINT_TELEA)` of the masked pixels, image by image.
 
     OpenCV inpaints 8-bit images, so each image is rounded to uint8 first (as a user of the baseline
-    would feed it); the mask is the removed patches. Returns float32 `[N, C, H, W]` in `[0, 1]`.
+    would feed it); the mask is the removed patches, whose pixels are blanked first: Telea's gradient
+    term reads neighbours not yet filled, so it would otherwise see some of what it must guess.
+    Returns float32 `[N, C, H, W]` in `[0, 1]`.
     """
     out = np.empty(images.shape, dtype=np.float32)
     for i, (img, m) in enumerate(zip(images, pixel_mask, strict=True)):
         hwc = np.clip(np.rint(np.moveaxis(img, 0, -1) * 255.0), 0, 255).astype(np.uint8)
-        mask8 = (m[0] > 0.5).astype(np.uint8) * 255
+        hidden = m[0] > 0.5
+        hwc[hidden] = 0
+        mask8 = hidden.astype(np.uint8) * 255
         src = hwc[:, :, 0] if hwc.shape[2] == 1 else np.ascontiguousarray(hwc)
         filled = cv2.inpaint(src, mask8, radius, cv2.INPAINT_TELEA)
         out[i] = np.moveaxis(filled.reshape(hwc.shape), -1, 0).astype(np.float32) / 255.0

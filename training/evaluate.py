@@ -368,13 +368,21 @@ def _evaluate_vqvae(ctx: _Context) -> None:
     report_dir, result = ctx.report_dir, ctx.result
     k = int(backend.info.codebook_size or 0)
     z_e, tokens = batched(backend.encode_tokens, data.images, batch_size=settings.batch_size)
-    hist = metrics.code_histogram(tokens, k)
+    # usage over the held-out set: the held-out images (crops) and, where there are any, every whole
+    # held-out photograph, so that each of its pixels is seen at its own scale
+    crops = metrics.code_histogram(tokens, k)
+    photos = _whole_photographs(data.spec, backend.info.channels)
+    whole = np.zeros_like(crops)
+    for photo in photos:
+        whole += metrics.code_histogram(backend.encode_tokens(_multiple_of(photo, backend))[1], k)
+    hist = crops + whole
     result.metrics["codebook_usage"] = metrics.codebook_usage(hist)
     result.metrics["perplexity"] = metrics.perplexity(hist)
     result.details["codebook_size"] = k
     result.details["tokens_counted"] = int(hist.sum())
-    photos = _whole_photographs(data.spec, backend.info.channels)
+    result.details["codebook_usage_held_out_images"] = metrics.codebook_usage(crops)
     if photos:
+        result.details["codebook_usage_whole_photographs"] = metrics.codebook_usage(whole)
         result.details["codec"] = _codec(backend, photos, report_dir, result)
     else:
         result.details["codec"] = f"not measured: {data.spec!r} has no whole photographs"
@@ -402,19 +410,31 @@ def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
     return [a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
 
 
+GRID_HEADER_BYTES = 4
+
+
+def _multiple_of(photo: np.ndarray, backend: Backend) -> np.ndarray:
+    """`photo` [C, H, W] as a batch of one, cut to multiples of the downsampling factor (what the fully
+    convolutional path takes)."""
+    f = int(backend.info.downsample or 4)
+    _, h, w = photo.shape
+    return photo[None, :, : h // f * f, : w // f * f]
+
+
 def _codec(
     backend: Backend, photos: list[np.ndarray], report_dir: Path | None, result: Result
 ) -> dict[str, Any]:
     """VQ-VAE tokens as a codec (log2 K bits each) vs JPEG and WebP at no more bytes, on whole photographs."""
-    f, k = int(backend.info.downsample or 4), int(backend.info.codebook_size or 2)
+    k = int(backend.info.codebook_size or 2)
     rows: list[dict[str, Any]] = []
     for photo in photos:
-        c, h, w = photo.shape
-        h, w = h // f * f, w // f * f  # the fully convolutional path takes multiples of the downsampling
-        x = photo[None, :, :h, :w]
+        x = _multiple_of(photo, backend)
+        h, w = x.shape[2:]
         _, tokens = backend.encode_tokens(x)
         decoded = backend.decode_tokens(tokens)
-        budget = tokens.size * math.log2(k) / 8.0  # bytes of fixed-length token codes
+        # what a decoder needs: each token in ceil(log2 K) bits, packed, and the grid's height and width
+        # (two 16-bit numbers); the decoder's weights and codebook are the codec, shipped once
+        budget = math.ceil(tokens.size * math.ceil(math.log2(k)) / 8) + GRID_HEADER_BYTES
         row: dict[str, Any] = {
             "size": [h, w],
             "tokens": list(tokens.shape[1:]),
@@ -452,7 +472,8 @@ def _codec(
             report_dir / "codec.png",
             [label for label, _ in bars],
             [value for _, value in bars if value is not None],
-            title=f"{len(rows)} whole held-out photographs at the token budget (log2 {k} bits per token)"
+            title=f"{len(rows)} whole held-out photographs at the token budget "
+            f"({math.ceil(math.log2(k))} bits per token, 4 bytes for the grid size)"
             + ("; a codec over budget at quality 1 is left out" if any(over.values()) else ""),
             ylabel="PSNR (dB)",
         )
@@ -461,7 +482,8 @@ def _codec(
         "photographs": rows,
         "mean": summary,
         "over_budget": over,
-        "note": "codebook and decoder weights not counted; JPEG/WebP at the highest quality within budget; "
+        "note": "budget: the tokens packed at ceil(log2 K) bits each plus 4 bytes for the grid's size; "
+        "codebook and decoder weights not counted; JPEG/WebP at the highest quality within budget; "
         "a photograph where a codec cannot meet the budget even at quality 1 has no PSNR for it and is left "
         "out of its mean",
     }
@@ -562,13 +584,13 @@ def compare(paths: list[Path], spec: str | None, settings: Settings, report_dir:
     reference = next(b for b in backends if b.info is first)
     spec = spec or first.data or "photos"
     data = held_out(spec, reference, settings.n, settings.seed)
-    masks = np.random.default_rng([settings.seed, 1])
     names = [_model_name(p) for p in paths]
     recons: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     for name, b in zip(names, backends, strict=True):
         mask = None
-        if b.info.kind == "mae":
+        if b.info.kind == "mae":  # every MAE gets the same masks (a fresh generator of the same seed)
+            masks = np.random.default_rng([settings.seed, 1])
             mask = random_masks(
                 data.images.shape[0], int(b.info.num_patches or 0), settings.mask_ratio, masks
             )
@@ -704,6 +726,12 @@ def _parser() -> argparse.ArgumentParser:
         help="shapes images for the MAE linear probe (default %(default)s)",
     )
     p.add_argument("--batch-size", type=int, default=Settings.batch_size)
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="--artifact: measure only, leaving its manifest and model card as they are (by default the "
+        "metrics replace the manifest's, which makes a new served version, and the card's figures section)",
+    )
     return p
 
 
@@ -712,6 +740,8 @@ def main(argv: list[str]) -> int:
     chosen = sum(x is not None for x in (args.checkpoint, args.artifact, args.compare))
     if chosen != 1:
         raise UserError("evaluate: give exactly one of CHECKPOINT, --artifact DIR or --compare A B ...")
+    if args.no_record and args.artifact is None:
+        raise UserError("evaluate: --no-record applies to --artifact only (nothing else is written back)")
     for name in ("n", "mig_n", "probe_n", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"evaluate: --{name.replace('_', '-')} must be at least 1")
@@ -746,7 +776,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     )
     data = held_out(str(spec), backend, settings.n, settings.seed)
     result = evaluate(backend, data, settings, report_dir)
-    if args.artifact is not None:
+    if args.artifact is not None and not args.no_record:
         command = shlex.join(
             [
                 "python",

@@ -49,7 +49,7 @@ def test_bits_per_dim_is_finite_positive_and_adds_up(likelihood: str) -> None:
     bpd = parts["bits_per_dim"]
     assert torch.isfinite(bpd).all() and (bpd > 0).all()
     d = x[0].numel()
-    correction = d * math.log(256.0) if likelihood == "gaussian" else 0.0
+    correction = d * math.log(255.0) if likelihood == "gaussian" else 0.0
     expected = (parts["nll"] + parts["kl"] + correction) / (d * math.log(2.0))
     torch.testing.assert_close(bpd, expected)
 

@@ -182,6 +182,16 @@ def test_mean_fill_uses_visible_pixels_only() -> None:
     assert np.array_equal(filled[mask == 0], x[mask == 0])
 
 
+def test_telea_sees_nothing_of_the_pixels_it_must_fill() -> None:
+    """The baseline may use the visible pixels only: changing what lies under the mask changes nothing
+    (OpenCV's Telea reads not-yet-filled neighbours, so the hidden pixels are blanked first)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 64, 64)).astype(np.float32)
+    mask = (rng.random((4, 1, 8, 8)) < 0.75).astype(np.float32).repeat(8, 2).repeat(8, 3)  # MAE's patches
+    other = np.where(mask > 0, rng.random(x.shape).astype(np.float32), x)
+    assert np.array_equal(baselines.telea_fill(x, mask), baselines.telea_fill(other, mask))
+
+
 def test_telea_fills_a_hole_in_a_smooth_image_closely() -> None:
     ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))
     x = np.stack([ramp, ramp.T, 1 - ramp])[None]
