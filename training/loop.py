@@ -642,6 +642,14 @@ def parse_args(argv: list[str]) -> TrainConfig:
     """
     flags = vars(_parser().parse_args(argv))
     values: dict[str, Any] = {}
+    if flags.get("resume") and flags.get("init_from"):
+        raise UserError(
+            "--resume continues the run in --out; --init-from starts a new run from other weights: give one"
+        )
+    if flags.get("resume"):
+        out = Path(flags.get("out") or TrainConfig.out)
+        if not (out / ckpt.CHECKPOINT_DIR / ckpt.STATE_FILE).is_file():
+            raise UserError(f"--resume: no checkpoint in {out} to continue (drop --resume to start a run)")
     if flags.get("resume") and flags.get("out") and (Path(flags["out"]) / ckpt.CHECKPOINT_DIR).is_dir():
         state = ckpt.read_state(flags["out"])
         values = dict(state.get("train_config") or {})
