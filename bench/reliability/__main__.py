@@ -22,7 +22,13 @@ SECTIONS = ("badinput", "overload", "faults", "soak")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__)
     p.add_argument("what", choices=(*SECTIONS, "report", "all"))
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "reliability")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results/reliability; with --quick runs/reliability-quick, so "
+        "a smoke run never replaces the committed figures)",
+    )
     p.add_argument(
         "--model-dir",
         type=Path,
@@ -46,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--doc",
         type=Path,
-        default=REPO / "docs" / "RELIABILITY.md",
-        help="the document whose figures section `report` rewrites",
+        default=None,
+        help="the document whose figures section `report` rewrites (default docs/RELIABILITY.md; with "
+        "--quick none unless given)",
     )
     return p
 
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         _quick(args)
+    if args.out is None:
+        args.out = REPO / ("runs/reliability-quick" if args.quick else "bench/results/reliability")
+    if args.doc is None and not args.quick:
+        args.doc = REPO / "docs" / "RELIABILITY.md"
     command = shlex.join(["python", "-m", "bench.reliability", *(sys.argv[1:] if argv is None else argv)])
     if args.what != "report":
         model_dir = _model_dir(args)
@@ -104,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("report", "all"):
         markdown = report.render(read_results(args.out))
         (args.out / "report.md").write_text(markdown)
-        report.update_doc(args.doc, markdown)
-        print(f"wrote {args.out / 'report.md'} and the figures of {args.doc}")
+        if args.doc is not None:
+            report.update_doc(args.doc, markdown)
+        print(f"wrote {args.out / 'report.md'}" + (f" and the figures of {args.doc}" if args.doc else ""))
     return 0
 
 

@@ -351,3 +351,14 @@ def test_untrained_artifacts_export_and_load(tmp_path: Path) -> None:
     registry = Registry.load(Settings(model_dir=tmp_path, providers="cpu"))
     assert {n: m.reason for n, m in registry.models.items()} == {k: None for k in KINDS}
     assert all(registry.models[k].manifest.raw["training"]["checkpoint_sha256"] == "untrained" for k in KINDS)
+
+
+def test_a_quick_reliability_report_leaves_the_committed_figures_alone(tmp_path: Path) -> None:
+    from bench.reliability.__main__ import main as reliability
+
+    for result in (REPO / "bench" / "results" / "reliability").glob("*.json"):
+        shutil.copy(result, tmp_path)
+    doc = REPO / "docs" / "RELIABILITY.md"
+    before = doc.read_bytes()
+    assert reliability(["report", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text().strip() and doc.read_bytes() == before
