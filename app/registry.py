@@ -462,7 +462,8 @@ class Registry:
         plan = provider_plan(settings.providers)
         models: dict[str, Model] = {}
         if not settings.model_dir.is_dir():
-            log.warning("model directory %s does not exist; serving no models", settings.model_dir)
+            what = "is not a folder" if settings.model_dir.exists() else "does not exist"
+            log.warning("model directory %s %s; serving no models", settings.model_dir, what)
         loaded = [_load(folder, settings, plan) for folder in _artifact_folders(settings.model_dir)]
         _claim_names(loaded, owners={})
         for model in loaded:
