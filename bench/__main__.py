@@ -193,7 +193,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_engine(args: argparse.Namespace, s: dict[str, Any]) -> Path:
-    from bench import fp16, photos
+    from bench import fp16
     from bench.engine import bench_artifact
 
     env = describe()
@@ -201,7 +201,7 @@ def cmd_engine(args: argparse.Namespace, s: dict[str, Any]) -> Path:
     for folder in _folders(args):
         files = None
         if not args.no_fp16:
-            x = photos.arrays(64, *_input(folder))
+            x = _gate_images(folder)
             files, kept[folder.name], gates[folder.name] = fp16.gated(
                 folder, args.out / "work" / "fp16", x, args.provider
             )
@@ -247,6 +247,27 @@ def _folders(args: argparse.Namespace) -> list[Path]:
         names = ", ".join(f.name for f in found)
         _fail(f"--model {args.model!r} is not in {args.artifacts} (it has {names})")
     return found
+
+
+def _gate_images(folder: Path, n: int = 64) -> Any:
+    """Images of the kind the model was trained on, float32 [n, C, H, W], for the fp16 gate: held-out
+    dSprites for a shapes model (photographs would give a meaningless 7 dB PSNR), photo crops otherwise."""
+    import json
+
+    import numpy as np
+
+    from bench import photos
+
+    data = json.loads((folder / "manifest.json").read_text()).get("training", {}).get("data")
+    height, width, channels = _input(folder)
+    if data != "shapes":
+        return photos.arrays(n, height, width, channels)
+    from training.data import shapes
+
+    pool = shapes.split_indices("val")
+    indices = shapes.sample_indices(n, np.random.default_rng(0), pool=pool)
+    images = shapes.render(shapes.classes_of(indices), height).astype(np.float32)
+    return np.ascontiguousarray(np.repeat(images[:, None], channels, axis=1))
 
 
 def _input(folder: Path) -> tuple[int, int, int]:

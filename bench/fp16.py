@@ -8,8 +8,10 @@ In fp16 near-equal distances round to ties and flip tokens, and a flipped token 
 patch.
 
 `gate(folder, fp16_files)` runs the model's reconstruction and tokens with the fp16 graphs beside the fp32
-ones on photo crops; the fp16 graphs pass when the PSNR (against the input) drops by at most 0.1 dB and at
-least 99.5% of tokens are equal.
+ones on the model's own kind of images; the fp16 graphs pass when the PSNR (against the input) drops by
+at most 0.1 dB and at least 99.5% of tokens are equal, and when every graph passes on its own
+(`graph_parity`: each served graph on the inputs the service's operations give it, image outputs by the
+same PSNR rule, tokens by the same share, latents and scores within 1% of max(1, |value|)).
 
 `gated(folder, ...)` tries the policies in order (POLICIES): `lookup` keeps only the codebook lookup in
 float32; when a VQ-VAE fails the token gate with it, `token-path` keeps every node the token depends on
@@ -26,6 +28,7 @@ import numpy as np
 
 MAX_PSNR_DROP_DB = 0.1
 MIN_EQUAL_TOKENS = 0.995
+MAX_REL_DIFF = 0.01  # latents, scores and features: of max(1, |fp32 value|)
 POLICIES = ("lookup", "token-path")  # what stays float32, least first
 _CONVOLUTIONS = ("Conv", "ConvTranspose")
 
@@ -72,11 +75,37 @@ def convert(src: Path, dst: Path, policy: str = "lookup") -> list[str]:
     for i, node in enumerate(model.graph.node):  # the block list matches names: give every node one
         node.name = node.name or f"{node.op_type}_{i}"
     keep = fp32_nodes(model, policy)
+    _own_fp32_initializers(model, set(keep))
     fp16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     _drop_round_trips(fp16)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(fp16, str(dst))
     return keep
+
+
+def _own_fp32_initializers(model: Any, keep: set[str]) -> int:
+    """Give the float32 nodes their own copy of every initializer they share with nodes that go fp16.
+    The converter stores a shared initializer in fp16 and casts it back for the float32 consumer, so the
+    codebook that the fused graphs both look codes up in (kept float32) and gather from (fp16) reached
+    the lookup rounded, and 0.7% of tokens flipped. Returns how many initializers were copied."""
+    import copy
+
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    copied = 0
+    for init in list(model.graph.initializer):
+        users = consumers.get(init.name, [])
+        if not any(n.name in keep for n in users) or all(n.name in keep for n in users):
+            continue
+        twin = copy.deepcopy(init)
+        twin.name = f"{init.name}.fp32"
+        model.graph.initializer.append(twin)
+        for node in (n for n in users if n.name in keep):
+            node.input[:] = [twin.name if i == init.name else i for i in node.input]
+        copied += 1
+    return copied
 
 
 def _drop_round_trips(model: Any) -> int:
@@ -165,5 +194,66 @@ def gate(folder: Path, fp16_files: dict[str, Path], x: np.ndarray, provider: str
         t32, t16 = operation(ref, "tokens")(x), operation(half, "tokens")(x)
         result["equal_tokens"] = round(float((t32 == t16).mean()), 5)
         passed = passed and result["equal_tokens"] >= MIN_EQUAL_TOKENS
-    result["passed"] = bool(passed)
+    result["graphs"] = graph_parity(ref, half, x)
+    result["failing_graphs"] = sorted(g for g, r in result["graphs"].items() if not r["passed"])
+    result["passed"] = bool(passed) and not result["failing_graphs"]
     return result
+
+
+class _Recorder:
+    """A runner that records every (graph, feeds) the kind's operations send it."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.calls = runner, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runner, name)
+
+    async def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append((graph, feeds))
+        return await self.runner.run(graph, feeds)
+
+
+def graph_parity(ref: Any, half: Any, x: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Every served graph, fp16 against fp32, on the inputs the service's own operations give it for the
+    images x (encode, decode the codes, reconstruct, score): an image output (x's shape) may lose at most
+    MAX_PSNR_DROP_DB of PSNR against x, tokens must agree on MIN_EQUAL_TOKENS of them, and any other
+    output (latents, z_e, scores, features) may differ by at most MAX_REL_DIFF of max(1, |fp32 value|)."""
+    import asyncio
+
+    rec = _Recorder(ref)
+    adapter, loop = ref.adapter, asyncio.new_event_loop()
+    try:
+        for step in (adapter.reconstruct(rec, x), adapter.encode(rec, x)):
+            loop.run_until_complete(step)
+        if "decode" in adapter.operations:  # latents (or z_e) back to images
+            latents = loop.run_until_complete(adapter.to_latent(rec, x))
+            loop.run_until_complete(adapter.from_latent(rec, latents))
+        if hasattr(adapter, "decode_tokens"):
+            tokens = loop.run_until_complete(adapter.encode(rec, x))["tokens"]
+            loop.run_until_complete(adapter.decode_tokens(rec, tokens))
+        if "score" in adapter.operations:
+            loop.run_until_complete(adapter.score(rec, x, samples=1, seed=0))
+    finally:
+        loop.close()
+    results: dict[str, dict[str, Any]] = {}
+    for graph, feeds in rec.calls:
+        if graph in results:
+            continue
+        a, b = ref.sessions[graph].run(feeds), half.sessions[graph].run(feeds)
+        checks: dict[str, Any] = {}
+        passed = True
+        for name, want in a.items():
+            got = b[name]
+            if want.dtype.kind in "iu":
+                checks[f"{name}_equal"] = round(float((want == got).mean()), 5)
+                passed &= checks[f"{name}_equal"] >= MIN_EQUAL_TOKENS
+            elif want.shape == x.shape:
+                checks[f"{name}_psnr_drop_db"] = round(psnr(x, want) - psnr(x, got), 4)
+                passed &= checks[f"{name}_psnr_drop_db"] <= MAX_PSNR_DROP_DB
+            else:
+                scale = np.maximum(1.0, np.abs(want.astype(np.float64)))
+                checks[f"{name}_max_rel_diff"] = float((np.abs(want - got.astype(np.float64)) / scale).max())
+                passed &= checks[f"{name}_max_rel_diff"] <= MAX_REL_DIFF
+        results[graph] = {"passed": bool(passed), **checks}
+    return results

@@ -70,13 +70,26 @@ def engine_tables(section: dict[str, Any]) -> list[str]:
     gates = section.get("fp16_gate") or {}
     if gates:
         out.append(
-            "fp16 parity gate (PSNR drop <= 0.1 dB, >= 99.5% equal tokens). Kept in fp32: `lookup` = the "
-            "codebook distances and argmin; `token-path` = everything the token depends on (the encoder "
-            "too), tried when `lookup` fails. The fp16 timings above use the last policy listed per model:"
+            "fp16 parity gate (PSNR drop <= 0.1 dB, >= 99.5% equal tokens), on the reconstruction and "
+            "tokens and on every graph alone (image outputs and tokens by the same rules, latents and "
+            "scores within 1% of max(1, |value|)); a graph that fails is named, and its fp16 row above is "
+            "timed but not usable. Kept in fp32: `lookup` = the codebook distances and argmin; "
+            "`token-path` = everything the token depends on (the encoder too), tried when `lookup` fails. "
+            "The fp16 timings above use the last policy listed per model:"
         )
         out.append("")
         out += _table(
-            ["model", "fp32 kept", "passed", "PSNR fp32", "PSNR fp16", "drop dB", "equal tokens", "error"],
+            [
+                "model",
+                "fp32 kept",
+                "passed",
+                "PSNR fp32",
+                "PSNR fp16",
+                "drop dB",
+                "equal tokens",
+                "failing graphs",
+                "error",
+            ],
             [
                 [
                     m,
@@ -86,6 +99,7 @@ def engine_tables(section: dict[str, Any]) -> list[str]:
                     a.get("psnr_fp16_db"),
                     a.get("psnr_drop_db"),
                     a.get("equal_tokens"),
+                    ", ".join(a.get("failing_graphs") or []) or "–",
                     a.get("error"),
                 ]
                 for m, g in gates.items()

@@ -78,6 +78,9 @@ def test_engine_covers_every_graph_runtime_and_batch(results: Path, tiny_artifac
         assert data["weights"][kind].startswith("checkpoint ")  # the checkpoint matched the manifest's sha256
         gate = data["fp16_gate"][kind]
         assert isinstance(gate["passed"], bool) and gate["psnr_fp32_db"] > 0
+        assert set(gate["graphs"]) == set(graphs)  # every graph checked on its own
+        failing = sorted(g for g, r in gate["graphs"].items() if not r["passed"])
+        assert gate["failing_graphs"] == failing and (not failing or not gate["passed"])
     assert 0 <= data["fp16_gate"]["vqvae"]["equal_tokens"] <= 1
 
 
@@ -103,8 +106,22 @@ def test_fp16_keeps_the_codebook_lookup_or_the_whole_token_path_in_fp32(
         assert set(lookup) < set(path) if has_encoder else set(lookup) == set(path)
         assert any("Conv" in n for n in path) == has_encoder  # the encoder's convs
         assert not any("ConvTranspose" in n for n in path)  # the decoder stays fp16 under either policy
-        for policy in ("lookup", "path"):  # kept nodes pass fp32 to each other, never through an fp16 cast
+        for policy, kept in (("lookup", lookup), ("path", path)):
+            # kept nodes pass fp32 to each other, never through an fp16 cast, and read fp32 weights (the
+            # codebook the fused graphs also gather from in fp16 reached the lookup rounded)
             assert _fp16_round_trips(tmp_path / f"{graph}.{policy}.onnx") == 0, (graph, policy)
+            converted = tmp_path / f"{graph}.{policy}.onnx"
+            assert _kept_reading_fp16_weights(converted, kept) == [], (graph, policy)
+
+
+def _kept_reading_fp16_weights(path: Path, kept: list[str]) -> list[str]:
+    """Kept (float32) nodes that read an initializer stored in fp16, directly or through a Cast."""
+    import onnx
+
+    model = onnx.load(str(path))
+    half = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    half |= {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in half}
+    return [n.name for n in model.graph.node if n.name in kept and any(i in half for i in n.input)]
 
 
 def _fp16_round_trips(path: Path) -> int:
