@@ -90,10 +90,11 @@ async def _client(
         tally.measured += 1
         tally.last_done = max(tally.last_done, t1)
         tally.statuses[outcome] += 1
-        if status == 200:
+        if status == 200 and expect and not ctype.startswith(expect):
+            tally.wrong_type += 1  # an error, not a served request
+        elif status == 200:
             tally.latencies.append(t1 - t0)
             tally.bytes_in += len(body)
-            tally.wrong_type += bool(expect) and not ctype.startswith(expect)
     if writer is not None:
         writer.close()
 

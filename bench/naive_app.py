@@ -1,8 +1,9 @@
 """The naive baseline: what a user would write in an afternoon to serve a model's reconstruction.
 
-FastAPI plus ONNX Runtime with default session options, the sessions made at import, one `session.run`
-per graph per request (no batching), and the image as a JSON list of floats in and out (pydantic
-validates every number). `NAIVE_MODEL=<artifact folder> uvicorn bench.naive_app:app`.
+FastAPI plus ONNX Runtime with default session options, the session made at import, one `session.run`
+of the artifact's `reconstruct` graph per request (no batching: the same graph the service runs), and the
+image as a JSON list of floats in and out (pydantic validates every number).
+`NAIVE_MODEL=<artifact folder> uvicorn bench.naive_app:app`.
 
 Request: {"image": [[[float]]]} (C x H x W in [0, 1]); response: {"image": [[[float]]]}.
 """
@@ -18,18 +19,7 @@ from pydantic import BaseModel
 
 MODEL = Path(os.environ.get("NAIVE_MODEL", "artifacts/vqvae"))
 KIND = json.loads((MODEL / "manifest.json").read_text())["kind"]
-
-
-def _session(graph: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(MODEL / f"{graph}.onnx"), providers=ort.get_available_providers())
-
-
-if KIND == "vqvae":
-    encoder, decoder = _session("encoder"), _session("decoder_continuous")
-elif KIND == "mae":
-    model = _session("reconstruct")
-else:
-    encoder, decoder = _session("encoder"), _session("decoder")
+model = ort.InferenceSession(str(MODEL / "reconstruct.onnx"), providers=ort.get_available_providers())
 
 app = FastAPI()
 
@@ -46,13 +36,8 @@ def ready() -> dict[str, bool]:
 @app.post("/reconstruct")
 def reconstruct(body: Image) -> dict[str, list]:
     x = np.array([body.image], dtype=np.float32)
-    if KIND == "vqvae":
-        z_e = encoder.run(["z_e"], {"image": x})[0]
-        out = decoder.run(["image"], {"z_e": z_e})[0]
-    elif KIND == "mae":
-        mask = np.zeros((1, model.get_inputs()[1].shape[1]), np.float32)
-        out = model.run(None, {"image": x, "mask": mask})[0]
-    else:
-        mean = encoder.run(["mean"], {"image": x})[0]
-        out = decoder.run(["image"], {"latent": mean})[0]
+    feeds = {"image": x}
+    if KIND == "mae":  # nothing masked: the whole image reconstructed
+        feeds["mask"] = np.zeros((1, model.get_inputs()[1].shape[1]), np.float32)
+    out = model.run(["reconstruction"], feeds)[0]
     return {"image": out[0].tolist()}

@@ -113,7 +113,8 @@ def service_tables(section: dict[str, Any]) -> list[str]:
     eng = section["engine"]
     out = [
         f"Model `{section['model']}` ({section['kind']}, input {section['input']}), provider "
-        f"{section['config']['provider']}. Raw engine (same graphs and threads, no HTTP), images/s:",
+        f"{section['config']['provider']}. Raw engine (same graphs and threads, no HTTP; measured before "
+        "and after the HTTP scenarios, the faster of the two per point), images/s:",
         "",
     ]
     batches = sorted({r["batch"] for r in eng})

@@ -34,6 +34,16 @@ def _target(
     }
 
 
+def _errors_fail(target: dict[str, Any], *rows: dict[str, Any] | None) -> dict[str, Any]:
+    """A target measured on load runs that had errors (non-200 answers, wrong content types, broken
+    connections) does not pass, whatever its ratio: failures are not throughput."""
+    errors = sum(int(r.get("errors") or 0) for r in rows if r is not None)
+    if errors:
+        target["passed"] = False if target["passed"] is not None else None
+        target["note"] = f"{errors} errors in the runs measured; " + target["note"]
+    return target
+
+
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "images_per_s") -> float | None:
     """a[key] / b[key], or None when either row is missing."""
     return a[key] / b[key] if a is not None and b is not None and b[key] else None
@@ -53,6 +63,7 @@ def _service_targets(svc: dict[str, Any], gpu: bool) -> list[dict[str, Any]]:
     served = [r for r in rows if r["server"] == "service" and r["workers"] == first]
     single = _single_rows(rows, "service", first)
     c1, c16, c64 = (pick(single, concurrency=c) for c in (1, 16, 64))
+    bulk = None
     out = []
     if not gpu:
         recon, recon_png = best(eng, op="reconstruct", png=False), best(eng, op="reconstruct", png=True)
@@ -126,7 +137,13 @@ def _service_targets(svc: dict[str, Any], gpu: bool) -> list[dict[str, Any]]:
                 note="reported, no target: best requests/s of each, the no-op is the framework's floor",
             )
         )
-    return out
+    used = {
+        "single-image reconstruct, concurrency 16 / raw engine best": (c16,),
+        "p50 at concurrency 1 minus engine batch-1 latency": (c1,),
+        "bulk tokens / raw engine best": (bulk,),
+        "single-image service / naive baseline, concurrency 64": (c64, naive),
+    }
+    return [_errors_fail(t, *used.get(t["name"], ())) for t in out]
 
 
 def _engine_target(engine: dict[str, Any], model: str) -> list[dict[str, Any]]:

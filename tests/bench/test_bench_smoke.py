@@ -239,6 +239,29 @@ def test_load_generator_counts_errors(tmp_path: Path) -> None:
             expect="image/png",
         )
     assert r["requests"] == 0 and r["errors"] > 0 and set(r["statuses"]) == {"404"}
+    with Server(NOOP_APP, log=tmp_path / "noop2.log") as server:  # a 200 of the wrong type is no success
+        r = load(server, tmp_path, "wrong-type", path="/noop", bodies=[str(body)], content_type="text/plain",
+                 images=1, concurrency=2, cfg=cfg, expect="application/json")  # fmt: skip
+    assert r["requests"] == 0 and r["requests_per_s"] == 0
+    assert r["errors"] > 0 and set(r["statuses"]) == {"200"}
+
+
+def test_a_target_measured_on_runs_with_errors_does_not_pass() -> None:
+    from bench.targets import _service_targets
+
+    def single(server: str, c: int, rps: float, errors: int = 0) -> dict[str, object]:
+        return {"server": server, "scenario": "single", "workers": 1, "concurrency": c, "images_per_s": rps,
+                "requests_per_s": rps, "p50_ms": 1.0, "errors": errors, "images_per_request": 1}  # fmt: skip
+
+    engine = [{"op": "reconstruct", "png": png, "batch": 1, "images_per_s": 100.0, "latency_ms": 0.5}
+              for png in (False, True)]  # fmt: skip
+    rows = [single("service", 1, 95.0), single("service", 16, 95.0, errors=3), single("service", 64, 95.0),
+            single("naive", 64, 10.0)]  # fmt: skip
+    svc = {"engine": engine, "service": rows, "config": {"workers": [1], "provider": "cpu"}}
+    verdicts = {t["name"]: (t["passed"], t["note"]) for t in _service_targets(svc, gpu=False)}
+    passed, note = verdicts["single-image reconstruct, concurrency 16 / raw engine best"]
+    assert passed is False and note.startswith("3 errors in the runs measured")  # 0.95 of the engine
+    assert verdicts["single-image service / naive baseline, concurrency 64"][0] is True
 
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:55093/noop
