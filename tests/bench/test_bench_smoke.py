@@ -114,6 +114,15 @@ def test_fp16_keeps_the_codebook_lookup_or_the_whole_token_path_in_fp32(
             assert _kept_reading_fp16_weights(converted, kept) == [], (graph, policy)
 
 
+def test_fp16_keeps_a_score_in_float32_after_the_convolutions(tiny_artifacts: Path, tmp_path: Path) -> None:
+    from bench import fp16
+
+    kept = fp16.convert(tiny_artifacts / "vae" / "elbo.onnx", tmp_path / "elbo.onnx", "lookup")
+    assert any("ReduceSum" in n for n in kept) and not any("Conv" in n for n in kept)  # sums, not convs
+    assert fp16.convert(tiny_artifacts / "vae" / "decoder.onnx", tmp_path / "d.onnx", "lookup") == []
+    assert _fp16_round_trips(tmp_path / "elbo.onnx") == 0
+
+
 def _kept_reading_fp16_weights(path: Path, kept: list[str]) -> list[str]:
     """Kept (float32) nodes that read an initializer stored in fp16, directly or through a Cast."""
     import onnx
