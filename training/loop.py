@@ -641,25 +641,29 @@ def parse_args(argv: list[str]) -> TrainConfig:
     `train --out RUN --resume` continues a run as it was started, and `--steps N` extends it.
     """
     flags = vars(_parser().parse_args(argv))
+    from_file = read_config_file(flags.pop("config_file")) if "config_file" in flags else {}
+
+    def given(key: str) -> Any:  # a flag, else the config file's value (None when neither sets it)
+        return flags[key] if flags.get(key) is not None else from_file.get(key)
+
     values: dict[str, Any] = {}
-    if flags.get("resume") and flags.get("init_from"):
-        raise UserError(
-            "--resume continues the run in --out; --init-from starts a new run from other weights: give one"
-        )
-    if flags.get("resume"):
-        out = Path(flags.get("out") or TrainConfig.out)
+    if given("resume"):
+        if given("init_from"):
+            raise UserError(
+                "--resume continues the run in --out; --init-from starts a new run from other weights: "
+                "give one"
+            )
+        out = Path(given("out") or TrainConfig.out)
         if not (out / ckpt.CHECKPOINT_DIR / ckpt.STATE_FILE).is_file():
             raise UserError(f"--resume: no checkpoint in {out} to continue (drop --resume to start a run)")
-    if flags.get("resume") and flags.get("out") and (Path(flags["out"]) / ckpt.CHECKPOINT_DIR).is_dir():
-        state = ckpt.read_state(flags["out"])
+        state = ckpt.read_state(out)
         values = dict(state.get("train_config") or {})
-        given, saved = flags.get("preset"), values.get("preset")
-        if given is not None and saved is not None and given != saved:  # the checkpoint's architecture wins
-            raise UserError(f"--resume: --preset {given} differs from the checkpoint's {saved}")
+        preset, saved = given("preset"), values.get("preset")
+        if preset is not None and saved is not None and preset != saved:  # the checkpoint's architecture wins
+            raise UserError(f"--resume: --preset {preset} differs from the checkpoint's {saved}")
         if isinstance(state.get("data"), str):  # a folder as resolved when the run began, not as typed
             values["data"] = state["data"]
-    if "config_file" in flags:
-        from_file = read_config_file(flags.pop("config_file"))
+    if from_file:
         _steps_replace_epochs(values, from_file)
         values = {**values, **from_file, "overrides": {**(values.get("overrides") or {}),
                                                        **(from_file.get("overrides") or {})}}

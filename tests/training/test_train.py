@@ -444,3 +444,11 @@ def test_cli_resume_needs_only_the_run_folder(tmp_path: Path, capsys: pytest.Cap
     model, state = load_model(tmp_path / "run")
     assert state["step"] == 5 and model.kind == "beta_vae" and model.config.beta == 3.0
     assert state["train_config"]["batch_size"] == 4 and state["train_config"]["resume"] is True
+    # --out and --resume may come from a config file as well as from flags
+    config = tmp_path / "resume.json"
+    config.write_text(json.dumps({"out": str(tmp_path / "run"), "resume": True}))
+    assert _cli(["--config", str(config), "--steps", "6"], capsys) == (0, "")
+    assert load_model(tmp_path / "run")[1]["step"] == 6
+    config.write_text(json.dumps({"out": str(tmp_path / "run"), "resume": True, "init_from": str(tmp_path)}))
+    code, err = _cli(["--config", str(config), "--steps", "7"], capsys)
+    assert code == 2 and "--init-from starts a new run from other weights" in err
