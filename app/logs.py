@@ -43,9 +43,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id.get()
         extra = " ".join(f"{k}={_one_line(getattr(record, k))}" for k in _EXTRA if hasattr(record, k))
-        return f"{record.levelname:<7} {record.name} {_one_line(record.getMessage())} {extra}" + (
+        line = f"{record.levelname:<7} {record.name} {_one_line(record.getMessage())} {extra}" + (
             f" rid={rid}" if rid else ""
         )
+        # a traceback is ours (a bug), not the client's text: its lines stay as they are
+        return line + "\n" + self.formatException(record.exc_info) if record.exc_info else line
 
 
 class RefusalWithoutTraceback(logging.Filter):

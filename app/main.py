@@ -70,9 +70,42 @@ _PAGE_HEADERS = [
 ]
 
 
-REQUEST_ID_KEY = "aeserve.request_id"
 # every API route, in the order they match
 ROUTERS = (models.router, infer.router, v2.health, v2.router, ops.health, ops.router, admin.router)
+
+
+class UnexpectedErrorMiddleware:
+    """A bug (an exception no handler maps) answers 500 in its API's JSON error shape, naming the request
+    id the traceback is logged under. The innermost middleware, so the answer leaves through the others
+    (request id, security headers, CORS) like any other and the connection stays open; Starlette's own
+    last resort is a plain-text 500 outside all of them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started:  # part of an answer is out: nothing to do but end the connection
+                raise
+            rid = logs.request_id.get() or ""
+            log.exception("internal error in request %s", rid)
+            body = ErrorBody(
+                "internal_error", f"internal error in request {rid}; the server log has the details"
+            )
+            content = body.v2() if scope["path"].startswith("/v2") else body.v1()
+            await JSONResponse(content, status_code=500)(scope, receive, send)
 
 
 class RequestContextMiddleware:
@@ -89,7 +122,6 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = logs.request_id.set(rid)
-        scope[REQUEST_ID_KEY] = rid  # for the handler of unexpected errors, which runs outside this
         started = time.perf_counter()
         status = 500
 
@@ -176,16 +208,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/v2"):
             return JSONResponse(body.v2(), status_code=400)
         return JSONResponse(body.v1(), status_code=422)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # a bug, not the client's doing: the error shape still holds, and Starlette then re-raises, so
-        # the traceback reaches the server log; the id ties the two together
-        rid = request.scope.get(REQUEST_ID_KEY, "")
-        log.error("internal error in request %s: %s: %s", rid, type(exc).__name__, exc)
-        body = ErrorBody("internal_error", f"internal error in request {rid}; the server log has the details")
-        content = body.v2() if request.url.path.startswith("/v2") else body.v1()
-        return JSONResponse(content, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -364,6 +386,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs_assets is not None:
         _serve_local_docs(app, docs_assets)
 
+    app.add_middleware(UnexpectedErrorMiddleware)  # first added, innermost
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -12,6 +12,7 @@ both maps in one step of the event loop. A model whose new version cannot load k
 """
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -330,11 +331,8 @@ def _claim_names(models: list[Model], owners: dict[str, Path]) -> None:
             continue
         m.reason = f"duplicate model name {m.name!r} (also in {owner.name})"
         m.graphs.clear()
-        m.name = next(
-            n
-            for n in (m.folder.name, *(f"{m.folder.name}.{i}" for i in range(2, len(models) + 2)))
-            if n not in taken
-        )
+        names = itertools.chain([m.folder.name], (f"{m.folder.name}.{i}" for i in itertools.count(2)))
+        m.name = next(n for n in names if n not in taken)
         taken.add(m.name)
 
 

@@ -106,8 +106,8 @@ class Settings(BaseSettings):
         "that package is missing.",
     )
     log_format: Literal["json", "text"] = "json"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Python logging level (any case)."
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET"] = Field(
+        default="INFO", description="Python logging level (any case; WARN and FATAL as Python reads them)."
     )
     git_revision: str | None = Field(default=None, description="Set at image build; else `git rev-parse`.")
 
@@ -123,7 +123,10 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_capitals(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)  # logging's own aliases
 
     @field_validator("docs_assets")
     @classmethod

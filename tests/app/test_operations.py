@@ -163,10 +163,11 @@ def test_body_limits(tiny_artifacts: Path, make_settings, image_bytes) -> None: 
         assert 'route="unmatched",status="413"' not in text
 
 
-def test_an_unexpected_error_keeps_the_error_shape(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_unexpected_error_keeps_the_error_shape(tiny_artifacts: Path, make_settings, capsys) -> None:  # type: ignore[no-untyped-def]
     """A bug (here a route added to fail on purpose) answers 500 in the JSON error shape of its API, with
-    the request id the log has it under, not Starlette's plain-text body."""
-    app = create_app(make_settings(tiny_artifacts))
+    the request id its traceback is logged under and every header other answers carry (CORS included),
+    not Starlette's plain-text 500."""
+    app = create_app(make_settings(tiny_artifacts, cors_origins=["https://example.org"]))
 
     @app.get("/v1/broken")
     @app.get("/v2/broken")
@@ -174,14 +175,20 @@ def test_an_unexpected_error_keeps_the_error_shape(tiny_artifacts: Path, make_se
         raise RuntimeError("a bug")
 
     with TestClient(app, raise_server_exceptions=False) as c:
-        r = c.get("/v1/broken", headers={"X-Request-ID": "rid-1"})
+        origin = {"Origin": "https://example.org"}
+        r = c.get("/v1/broken", headers={"X-Request-ID": "rid-1", **origin})
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
         message = r.json()["error"]["message"]
         assert message == "internal error in request rid-1; the server log has the details"
+        assert r.headers["x-request-id"] == "rid-1" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["access-control-allow-origin"] == "https://example.org"
         r = c.get("/v2/broken", headers={"X-Request-ID": "rid-2"})
         assert r.status_code == 500 and r.json() == {
             "error": "internal error in request rid-2; the server log has the details"
         }
+        assert c.get("/healthz").status_code == 200
+    logged = capsys.readouterr().err
+    assert "internal error in request rid-1" in logged and "RuntimeError: a bug" in logged
 
 
 def test_a_traversal_grid_counts_against_the_pixel_limit(tiny_artifacts: Path, make_settings) -> None:  # type: ignore[no-untyped-def]

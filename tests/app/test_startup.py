@@ -228,7 +228,8 @@ def test_a_bad_setting_ends_start_up_with_one_line_naming_it(tmp_path: Path, wor
     assert set(said) == {
         "aeserve: bad setting: AESERVE_PROVIDERS: Input should be 'auto', 'cuda' or 'cpu' (got 'gpu'); "
         "AESERVE_MAX_QUEUE: Input should be greater than or equal to 1 (got '0'); "
-        "AESERVE_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL' (got 'LOUD')"
+        "AESERVE_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL' or 'NOTSET' "
+        "(got 'LOUD')"
     }
     if workers:  # each worker says it once and none is restarted; uvicorn's parent then exits with 0
         assert len(said) <= 2 and "failed to start, stopping the parent process" in out.stderr

@@ -26,7 +26,7 @@ def test_health_metadata_config_and_repository(triton) -> None:  # type: ignore[
     meta = triton.get_model_metadata("vqvae_encoder")
     assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
     config = triton.get_model_config("vqvae_encoder")
-    assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] >= 1
+    assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 256  # MAX_IMAGES
     index = {m["name"]: m["state"] for m in triton.get_model_repository_index()}
     assert index["vae_decoder"] == "READY" and len(index) == 14
 

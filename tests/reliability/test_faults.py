@@ -259,3 +259,16 @@ server.run()
     assert out.returncode == 0, out.stderr[-2000:]
     reloads = [line for line in out.stderr.splitlines() if "reload: loaded" in line]
     assert len(reloads) == 1 and "unchanged" in reloads[0], out.stderr[-2000:]
+
+
+def test_duplicate_names_never_run_out(tmp_path: Path) -> None:
+    """The suffixes a duplicate may take go on as far as the names in use do."""
+    from app.registry import Model, _claim_names
+
+    folders = [tmp_path / n for n in ("c", "x", "y")]
+    models = [Model(name="c", folder=folders[0]), Model(name="c", folder=folders[1]),
+              Model(name="c", folder=folders[2])]  # fmt: skip
+    owners = {"c": folders[0].resolve(), "x": tmp_path / "o1", "x.2": tmp_path / "o2", "x.3": tmp_path / "o3"}
+    _claim_names(models, owners)
+    assert [m.name for m in models] == ["c", "x.4", "y"]
+    assert all(m.reason == "duplicate model name 'c' (also in c)" for m in models[1:])
