@@ -250,24 +250,14 @@ def _folders(args: argparse.Namespace) -> list[Path]:
 
 
 def _gate_images(folder: Path, n: int = 64) -> Any:
-    """Images of the kind the model was trained on, float32 [n, C, H, W], for the fp16 gate: held-out
-    dSprites for a shapes model (photographs would give a meaningless 7 dB PSNR), photo crops otherwise."""
-    import json
+    """Held-out images of the data the model was trained on, float32 [n, C, H, W], for the fp16 gate:
+    what `python -m training evaluate` measures on (dSprites for a shapes model: photographs would give a
+    meaningless 7 dB PSNR)."""
+    from training.backends import OnnxBackend
+    from training.evaluate import held_out
 
-    import numpy as np
-
-    from bench import photos
-
-    data = json.loads((folder / "manifest.json").read_text()).get("training", {}).get("data")
-    height, width, channels = _input(folder)
-    if data != "shapes":
-        return photos.arrays(n, height, width, channels)
-    from training.data import shapes
-
-    pool = shapes.split_indices("val")
-    indices = shapes.sample_indices(n, np.random.default_rng(0), pool=pool)
-    images = shapes.render(shapes.classes_of(indices), height).astype(np.float32)
-    return np.ascontiguousarray(np.repeat(images[:, None], channels, axis=1))
+    backend = OnnxBackend(folder)
+    return held_out(backend.info.data or "photos", backend, n, 0).images
 
 
 def _input(folder: Path) -> tuple[int, int, int]:
