@@ -16,7 +16,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,11 +279,10 @@ def _check_signature(graph: str, spec: GraphSpec, session: ort.InferenceSession)
                 )
 
 
-def _external_files(graph: str, path: Path, listed: Iterable[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """The listed (verified) files that the graph's tensors are stored in. ONNX Runtime opens whatever
-    the graph names, so a file the manifest does not list with a sha256 is refused rather than read
-    unchecked."""
-    by_path = {p: (p, sha) for p, sha in listed}
+def _external_files(graph: str, path: Path, listed: dict[Path, str]) -> list[tuple[Path, str]]:
+    """The listed (verified) files, path and sha256, that the graph's tensors are stored in. ONNX
+    Runtime opens whatever the graph names, so a file the manifest does not list with a sha256 is
+    refused rather than read unchecked."""
     try:
         locations = external_data_files(path)
     except GraphFileError as exc:
@@ -291,12 +290,12 @@ def _external_files(graph: str, path: Path, listed: Iterable[tuple[Path, str]]) 
     reads = []
     for location in sorted(locations):
         target = (path.parent / location).resolve()
-        if target not in by_path:
+        if target not in listed:
             raise ManifestError(
                 f"graph {graph}: its weights are stored in {location!r}, which the manifest's files "
                 "do not list with a sha256"
             )
-        reads.append(by_path[target])
+        reads.append((target, listed[target]))
     return reads
 
 
@@ -382,10 +381,8 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
         if missing:
             raise ManifestError(f"a {manifest.kind} artifact needs files {missing} in its manifest")
         # every listed file (the graphs' shared weights, the codebook), checked before anything reads it
-        listed = {
-            key: (verified_file(folder, f["file"], f["sha256"], key), f["sha256"])
-            for key, f in manifest.files.items()
-        }
+        paths = {key: verified_file(folder, f["file"], f["sha256"], key) for key, f in manifest.files.items()}
+        listed = {paths[key]: f["sha256"] for key, f in manifest.files.items()}
         for g in adapter.served_graphs(manifest):
             spec = manifest.graphs[g]
             path = verified_file(folder, spec.file, spec.sha256, f"graph {g}")
@@ -393,14 +390,14 @@ def _load(folder: Path, settings: Settings, plan: list[Any]) -> Model:
                 path,
                 settings,
                 plan,
-                files=[(path, spec.sha256), *_external_files(g, path, listed.values())],
+                files=[(path, spec.sha256), *_external_files(g, path, listed)],
                 image_values=_image_values(adapter, manifest) if adapter.fully_convolutional else None,
             )
             _check_signature(g, spec, session.session)
             model.graphs[g] = Graph(manifest.name, g, f"{manifest.name}_{g}", spec, session)
-        if "codebook" in listed:
+        if "codebook" in paths:
             cb = manifest.files["codebook"]
-            model.codebook = np.load(listed["codebook"][0], allow_pickle=False).astype(np.float32)
+            model.codebook = np.load(paths["codebook"], allow_pickle=False).astype(np.float32)
             size, dim = manifest.latent.get("codebook_size"), manifest.latent.get("code_dim")
             shape = list(model.codebook.shape)
             if len(shape) != 2 or shape[0] != size or dim not in (None, shape[1]):

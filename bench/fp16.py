@@ -231,17 +231,16 @@ def graph_parity(ref: Any, half: Any, x: np.ndarray) -> dict[str, dict[str, Any]
 
     rec = _Recorder(ref)
     adapter, loop = ref.adapter, asyncio.new_event_loop()
+    run = loop.run_until_complete
     try:
-        for step in (adapter.reconstruct(rec, x), adapter.encode(rec, x)):
-            loop.run_until_complete(step)
+        run(adapter.reconstruct(rec, x))
+        encoded = run(adapter.encode(rec, x))
         if "decode" in adapter.operations:  # latents (or z_e) back to images
-            latents = loop.run_until_complete(adapter.to_latent(rec, x))
-            loop.run_until_complete(adapter.from_latent(rec, latents))
+            run(adapter.from_latent(rec, run(adapter.to_latent(rec, x))))
         if hasattr(adapter, "decode_tokens"):
-            tokens = loop.run_until_complete(adapter.encode(rec, x))["tokens"]
-            loop.run_until_complete(adapter.decode_tokens(rec, tokens))
+            run(adapter.decode_tokens(rec, encoded["tokens"]))
         if "score" in adapter.operations:
-            loop.run_until_complete(adapter.score(rec, x, samples=1, seed=0))
+            run(adapter.score(rec, x, samples=1, seed=0))
     finally:
         loop.close()
     results: dict[str, dict[str, Any]] = {}

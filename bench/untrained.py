@@ -35,7 +35,7 @@ def export_untrained(kind: str, out: Path, *, preset: str = "default", seed: int
     folder = out / kind
     folder.mkdir(parents=True, exist_ok=True)
     state = {"model_config": dataclasses.asdict(config), "train_config": None, "data": data, "step": 0}
-    write_artifact(model, kind_export(model), folder, kind, state, "untrained")
+    write_artifact(kind_export(model), kind, folder, kind, state, "untrained")
     return folder
 
 

@@ -371,10 +371,10 @@ def _evaluate_vqvae(ctx: _Context) -> None:
     # usage over the held-out set: the held-out images (crops) and, where there are any, every whole
     # held-out photograph, so that each of its pixels is seen at its own scale
     crops = metrics.code_histogram(tokens, k)
-    photos = _whole_photographs(data.spec, backend.info.channels)
+    photos = _tokenized(backend, _whole_photographs(data.spec, backend.info.channels))
     whole = np.zeros_like(crops)
-    for photo in photos:
-        whole += metrics.code_histogram(backend.encode_tokens(_multiple_of(photo, backend))[1], k)
+    for _, photo_tokens in photos:
+        whole += metrics.code_histogram(photo_tokens, k)
     hist = crops + whole
     result.metrics["codebook_usage"] = metrics.codebook_usage(hist)
     result.metrics["perplexity"] = metrics.perplexity(hist)
@@ -413,24 +413,27 @@ def _whole_photographs(spec: str, channels: int) -> list[np.ndarray]:
 GRID_HEADER_BYTES = 4
 
 
-def _multiple_of(photo: np.ndarray, backend: Backend) -> np.ndarray:
-    """`photo` [C, H, W] as a batch of one, cut to multiples of the downsampling factor (what the fully
-    convolutional path takes)."""
+def _tokenized(backend: Backend, photos: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each photograph [C, H, W] as a batch of one cut to multiples of the downsampling factor (what the
+    fully convolutional path takes), with its token grid: (x [1, C, H', W'], tokens [1, h, w])."""
     f = int(backend.info.downsample or 4)
-    _, h, w = photo.shape
-    return photo[None, :, : h // f * f, : w // f * f]
+    out = []
+    for photo in photos:
+        _, h, w = photo.shape
+        x = photo[None, :, : h // f * f, : w // f * f]
+        out.append((x, backend.encode_tokens(x)[1]))
+    return out
 
 
 def _codec(
-    backend: Backend, photos: list[np.ndarray], report_dir: Path | None, result: Result
+    backend: Backend, photos: list[tuple[np.ndarray, np.ndarray]], report_dir: Path | None, result: Result
 ) -> dict[str, Any]:
-    """VQ-VAE tokens as a codec (log2 K bits each) vs JPEG and WebP at no more bytes, on whole photographs."""
+    """VQ-VAE tokens as a codec (log2 K bits each) vs JPEG and WebP at no more bytes, on whole photographs
+    (`_tokenized`)."""
     k = int(backend.info.codebook_size or 2)
     rows: list[dict[str, Any]] = []
-    for photo in photos:
-        x = _multiple_of(photo, backend)
+    for x, tokens in photos:
         h, w = x.shape[2:]
-        _, tokens = backend.encode_tokens(x)
         decoded = backend.decode_tokens(tokens)
         # what a decoder needs: each token in ceil(log2 K) bits, packed, and the grid's height and width
         # (two 16-bit numbers); the decoder's weights and codebook are the codec, shipped once

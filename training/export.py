@@ -130,44 +130,29 @@ def _vae_graphs(model: VAE) -> KindExport:
     c, s, z = cfg.channels, cfg.image_size, cfg.latent_dim
     image = Port("image", "float32", ("batch", c, s, s))
     graphs = [
-        Graph(
-            "encoder",
-            _Stage(model, lambda m, x: m.encode(x)),
-            (image,),
-            (Port("mean", "float32", ("batch", z)), Port("logvar", "float32", ("batch", z))),
-            _rand_images(c),
-        ),
-        Graph(
-            "decoder",
-            _Stage(model, lambda m, latent: m.decode(latent)),
-            (Port("latent", "float32", ("batch", z)),),
-            (image,),
-            lambda n, h, w, g: (torch.randn(n, z, generator=g),),
-        ),
+        Graph("encoder", _Stage(model, lambda m, x: m.encode(x)), (image,),
+              (Port("mean", "float32", ("batch", z)), Port("logvar", "float32", ("batch", z))),
+              _rand_images(c)),
+        Graph("decoder", _Stage(model, lambda m, latent: m.decode(latent)),
+              (Port("latent", "float32", ("batch", z)),), (image,),
+              lambda n, h, w, g: (torch.randn(n, z, generator=g),)),
         # encoder mean -> decoder in one run: what the service's reconstruct does, one queue hop fewer
-        Graph(
-            "reconstruct",
-            _Stage(model, lambda m, x: m.decode(m.encode(x)[0])),
-            (image,),
-            (Port("reconstruction", "float32", ("batch", c, s, s)),),
-            _rand_images(c),
-        ),
-        Graph(
-            "elbo",
-            _Stage(model, lambda m, x, eps: m.neg_elbo(x, eps)["bits_per_dim"]),
-            (image, Port("eps", "float32", ("batch", z))),
-            (Port("bits_per_dim", "float32", ("batch",), relative=True),),
-            # binary images for a Bernoulli model, so the ELBO is evaluated on data it could have seen
-            lambda n, h, w, g: (
-                _binary_or_uniform(torch.rand(n, c, h, w, generator=g), cfg.likelihood),
-                torch.randn(n, z, generator=g),
-            ),
-        ),
+        Graph("reconstruct", _Stage(model, lambda m, x: m.decode(m.encode(x)[0])), (image,),
+              (Port("reconstruction", "float32", ("batch", c, s, s)),), _rand_images(c)),
+        Graph("elbo", _Stage(model, lambda m, x, eps: m.neg_elbo(x, eps)["bits_per_dim"]),
+              (image, Port("eps", "float32", ("batch", z))),
+              (Port("bits_per_dim", "float32", ("batch",), relative=True),),
+              # binary images for a Bernoulli model, so the ELBO is evaluated on data it could have seen
+              lambda n, h, w, g: (
+                  _binary_or_uniform(torch.rand(n, c, h, w, generator=g), cfg.likelihood),
+                  torch.randn(n, z, generator=g),
+              )),
     ]
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": None},
-        latent={"shape": [z], "codebook_size": None, "code_dim": None, "downsample": None, "lookup": None},
+        latent={"shape": [z], "codebook_size": None, "code_dim": None, "downsample": None,
+                "lookup": None},
         likelihood=cfg.likelihood,
         parity_sizes=((s, s),),
     )
@@ -194,63 +179,36 @@ def _vqvae_graphs(model: VQVAE) -> KindExport:
         return z, m.quantize(z)[1]
 
     graphs = [
-        Graph(
-            "encoder",
-            _Stage(model, encoder),
-            (image,),
-            (z_e, tokens),
-            _rand_images(c),
-            ties=lambda inputs, out, other: near_ties(codebook, out[0], out[1], other),
-        ),
-        Graph(
-            "decoder",
-            _Stage(model, lambda m, t: m.decode_tokens(t)),
-            (tokens,),
-            (image,),
-            lambda n, h, w, g: (torch.randint(0, k, (n, h // f, w // f), generator=g),),
-        ),
-        Graph(
-            "decoder_continuous",
-            _Stage(model, lambda m, z: m.decode_continuous(z)),
-            (z_e,),
-            (image, tokens),
-            # z_e as the encoder makes it, so the quantizer sees realistic distances
-            lambda n, h, w, g: (model.encode(torch.rand(n, c, h, w, generator=g)),),
-            ties=lambda inputs, out, other: near_ties(codebook, inputs[0], out[1], other),
-        ),
+        Graph("encoder", _Stage(model, encoder), (image,), (z_e, tokens), _rand_images(c),
+              ties=lambda inputs, out, other: near_ties(codebook, out[0], out[1], other)),
+        Graph("decoder", _Stage(model, lambda m, t: m.decode_tokens(t)), (tokens,), (image,),
+              lambda n, h, w, g: (torch.randint(0, k, (n, h // f, w // f), generator=g),)),
+        Graph("decoder_continuous", _Stage(model, lambda m, z: m.decode_continuous(z)),
+              (z_e,), (image, tokens),
+              # z_e as the encoder makes it, so the quantizer sees realistic distances
+              lambda n, h, w, g: (model.encode(torch.rand(n, c, h, w, generator=g)),),
+              ties=lambda inputs, out, other: near_ties(codebook, inputs[0], out[1], other)),
     ]
-
     def reconstruct(m: VQVAE, x: Tensor) -> tuple[Tensor, Tensor]:
         return m.decode_continuous(m.encode(x))
 
-    def reconstruct_ties(
-        inputs: tuple[Tensor, ...], out: tuple[Tensor, ...], other: np.ndarray
-    ) -> np.ndarray:
+    def reconstruct_ties(inputs: tuple[Tensor, ...], out: tuple[Tensor, ...], other: np.ndarray
+                         ) -> np.ndarray:
         with torch.no_grad():
             return near_ties(codebook, model.encode(inputs[0]), out[1], other)
 
     # encode -> quantise -> decode in one run (the service's reconstruct: one queue hop fewer)
     graphs.append(
-        Graph(
-            "reconstruct",
-            _Stage(model, reconstruct),
-            (image,),
-            (Port("reconstruction", "float32", ("batch", c, "height", "width")), tokens),
-            _rand_images(c),
-            ties=reconstruct_ties,
-        )
+        Graph("reconstruct", _Stage(model, reconstruct), (image,),
+              (Port("reconstruction", "float32", ("batch", c, "height", "width")), tokens),
+              _rand_images(c), ties=reconstruct_ties)
     )
     side = (s * 3 // 2) // f * f  # a second size, ~1.5x, on the encoder's grid
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": f},
-        latent={
-            "shape": [d, hh, ww],
-            "codebook_size": k,
-            "code_dim": d,
-            "downsample": f,
-            "lookup": "cosine" if model.config.normalize else "euclidean",
-        },
+        latent={"shape": [d, hh, ww], "codebook_size": k, "code_dim": d, "downsample": f,
+                "lookup": "cosine" if model.config.normalize else "euclidean"},
         arrays={"codebook": codebook.numpy().astype(np.float32)},
         parity_sizes=((s, s), (side, side)),
     )
@@ -273,25 +231,16 @@ def _mae_graphs(model: MAE) -> KindExport:
     # ONNX names every value once, so the output cannot also be called "image" (docs/ARTIFACT.md's table)
     reconstruction = Port("reconstruction", "float32", image.shape)
     graphs = [
-        Graph(
-            "reconstruct",
-            _Stage(model, lambda m, x, mask: m.reconstruct(x, mask)),
-            (image, Port("mask", "float32", ("batch", num_patches))),
-            (reconstruction,),
-            images_and_masks,
-        ),
-        Graph(
-            "encoder",
-            _Stage(model, lambda m, x: m.embed(x)),
-            (image,),
-            (Port("embedding", "float32", ("batch", e)),),
-            _rand_images(c),
-        ),
+        Graph("reconstruct", _Stage(model, lambda m, x, mask: m.reconstruct(x, mask)),
+              (image, Port("mask", "float32", ("batch", num_patches))), (reconstruction,), images_and_masks),
+        Graph("encoder", _Stage(model, lambda m, x: m.embed(x)), (image,),
+              (Port("embedding", "float32", ("batch", e)),), _rand_images(c)),
     ]
     return KindExport(
         graphs=graphs,
         input={"height": s, "width": s, "channels": c, "spatial_multiple": None},
-        latent={"shape": [e], "codebook_size": None, "code_dim": None, "downsample": None, "lookup": None},
+        latent={"shape": [e], "codebook_size": None, "code_dim": None, "downsample": None,
+                "lookup": None},
         patch_size=p,
         num_patches=num_patches,
         parity_sizes=((s, s),),
@@ -325,14 +274,8 @@ def export_graph(graph: Graph, path: Path, height: int, width: int) -> None:
         warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
-            graph.module,
-            example,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            input_names=[p.name for p in graph.inputs],
-            output_names=[p.name for p in graph.outputs],
+            graph.module, example, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+            input_names=[p.name for p in graph.inputs], output_names=[p.name for p in graph.outputs],
             dynamic_axes=graph.dynamic_axes(),
         )
     # The exporter renames an input silently when a name clashes; the manifest's names are the contract.
@@ -343,9 +286,8 @@ def export_graph(graph: Graph, path: Path, height: int, width: int) -> None:
         raise RuntimeError(f"graph {graph.name!r} was exported with inputs/outputs {names}, not {wanted}")
     # Tracing leaves some fixed output axes unnamed-symbolic ("Slicemean_dim_1"); declare the ports' shapes
     # so the graph says what the manifest says (the parity check then runs against these declarations).
-    for port, value in zip(
-        (*graph.inputs, *graph.outputs), (*proto.graph.input, *proto.graph.output), strict=True
-    ):
+    for port, value in zip((*graph.inputs, *graph.outputs), (*proto.graph.input, *proto.graph.output),
+                           strict=True):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(port.shape):
             raise RuntimeError(f"graph {graph.name!r}: {port.name} rank {len(dims)} != {len(port.shape)}")
@@ -463,14 +405,8 @@ def near_ties(codebook: Tensor, z_e: Tensor, tokens: Tensor, other: np.ndarray) 
 
 
 def _compare(
-    graph: Graph,
-    batch: int,
-    size: tuple[int, int],
-    inputs: tuple[Tensor, ...],
-    expected: tuple[Tensor, ...],
-    got: list[np.ndarray],
-    atol: float,
-    min_agreement: float,
+    graph: Graph, batch: int, size: tuple[int, int], inputs: tuple[Tensor, ...], expected: tuple[Tensor, ...],
+    got: list[np.ndarray], atol: float, min_agreement: float,
 ) -> list[ParityRow]:
     where = f"graph {graph.name!r} output {{!r}} at batch {batch}, input {size[0]}x{size[1]}"
     same_rows = np.ones(batch, dtype=bool)  # samples whose int outputs are all equal
@@ -478,10 +414,8 @@ def _compare(
     for port, ref, out in zip(graph.outputs, expected, got, strict=True):
         ref_np = ref.numpy()
         if out.shape != ref_np.shape or out.dtype != _NP_DTYPE[port.dtype]:
-            raise UserError(
-                f"parity check failed: {where.format(port.name)}: ONNX gives {out.dtype}"
-                f"{list(out.shape)}, torch gives {ref_np.dtype}{list(ref_np.shape)}"
-            )
+            raise UserError(f"parity check failed: {where.format(port.name)}: ONNX gives {out.dtype}"
+                            f"{list(out.shape)}, torch gives {ref_np.dtype}{list(ref_np.shape)}")
         if port.dtype == "int64":
             equal = out == ref_np
             same_rows &= equal.reshape(batch, -1).all(axis=1)
@@ -489,10 +423,8 @@ def _compare(
             agreement = float(agree.mean())
             rows[port.name] = ParityRow(graph.name, port.name, batch, size, None, agreement)
             if agreement < min_agreement:
-                raise UserError(
-                    f"parity check failed: {where.format(port.name)}: {agreement:.2%} of tokens "
-                    f"equal or tied, need {min_agreement:.2%}"
-                )
+                raise UserError(f"parity check failed: {where.format(port.name)}: {agreement:.2%} of tokens "
+                                f"equal or tied, need {min_agreement:.2%}")
     for port, ref, out in zip(graph.outputs, expected, got, strict=True):
         if port.dtype != "float32":
             continue
@@ -566,23 +498,21 @@ def export_artifact(
     with _staging(out_dir) as tmp:
         checkpoint_sha256 = sha256_file(ckpt / MODEL_FILE)
         manifest, rows = write_artifact(
-            model, spec, tmp, name, state, checkpoint_sha256, atol=atol, min_agreement=min_agreement
+            spec, str(model.kind), tmp, name, state, checkpoint_sha256, atol=atol, min_agreement=min_agreement
         )
         (tmp / "README.md").write_text(model_card(manifest, state, ckpt, export_command))
     if log is not None:
         sizes = ", ".join(f"{h}x{w}" for h, w in spec.parity_sizes)
-        log(
-            f"parity, ONNX Runtime (CPU) vs torch at {sizes}: max abs error (scores: relative to "
-            "max(1, |value|)), or % of tokens equal or tied"
-        )
+        log(f"parity, ONNX Runtime (CPU) vs torch at {sizes}: max abs error (scores: relative to "
+            "max(1, |value|)), or % of tokens equal or tied")
         log(parity_table(rows))
         log(f"wrote {out_dir} ({model.kind}, {len(spec.graphs)} graphs)")
     return out_dir
 
 
 def write_artifact(
-    model: Any,
-    spec: Any,
+    spec: KindExport,
+    kind: str,
     folder: Path,
     name: str,
     state: dict[str, Any],
@@ -592,7 +522,8 @@ def write_artifact(
     min_agreement: float = MIN_TOKEN_AGREEMENT,
 ) -> tuple[dict[str, Any], list[Any]]:
     """The artifact's files in `folder` (graphs, their shared weights, arrays, manifest), after the
-    parity check; returns the manifest and the parity rows. `spec` is `kind_export(model)`."""
+    parity check; returns the manifest and the parity rows. `spec` is `kind_export(model)` of a model of
+    that `kind`."""
     height, width = spec.input["height"], spec.input["width"]
     for graph in spec.graphs:
         export_graph(graph, folder / f"{graph.name}.onnx", height, width)
@@ -600,7 +531,7 @@ def write_artifact(
     rows = check_parity(spec.graphs, folder, spec.parity_sizes, atol=atol, min_agreement=min_agreement)
     for array_name, array in (spec.arrays or {}).items():
         np.save(folder / f"{array_name}.npy", array, allow_pickle=False)
-    manifest = build_manifest(name, str(model.kind), spec, folder, state, checkpoint_sha256)
+    manifest = build_manifest(name, kind, spec, folder, state, checkpoint_sha256)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest, rows
 
@@ -632,12 +563,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 
 
 def build_manifest(
-    name: str,
-    kind: str,
-    spec: KindExport,
-    folder: Path,
-    state: dict[str, Any],
-    checkpoint_sha256: str,
+    name: str, kind: str, spec: KindExport, folder: Path, state: dict[str, Any], checkpoint_sha256: str,
 ) -> dict[str, Any]:
     """manifest.json per docs/ARTIFACT.md; hashes the graph and array files already written in `folder`."""
     graphs = {
@@ -650,31 +576,20 @@ def build_manifest(
         for g in spec.graphs
     }
     files = {
-        array_name: {
-            "file": f"{array_name}.npy",
-            "sha256": sha256_file(folder / f"{array_name}.npy"),
-            "shape": list(array.shape),
-            "dtype": str(array.dtype),
-        }
+        array_name: {"file": f"{array_name}.npy", "sha256": sha256_file(folder / f"{array_name}.npy"),
+                     "shape": list(array.shape), "dtype": str(array.dtype)}
         for array_name, array in (spec.arrays or {}).items()
     }
-    files["weights"] = {
-        "file": WEIGHTS_FILE,
-        "sha256": sha256_file(folder / WEIGHTS_FILE),
-        "bytes": (folder / WEIGHTS_FILE).stat().st_size,
-    }
+    files["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(folder / WEIGHTS_FILE),
+                        "bytes": (folder / WEIGHTS_FILE).stat().st_size}
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
         "kind": kind,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": {
-            "height": spec.input["height"],
-            "width": spec.input["width"],
-            "channels": spec.input["channels"],
-            "layout": "NCHW",
-            "dtype": "float32",
-            "range": [0.0, 1.0],
+            "height": spec.input["height"], "width": spec.input["width"], "channels": spec.input["channels"],
+            "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
             "normalization": "inside the graph; feed [0, 1]",
             "spatial_multiple": spec.input["spatial_multiple"],
         },
@@ -734,22 +649,16 @@ def model_card(
 
 # --- command line -----------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="python -m training export",
-        description="Export a checkpoint to an ONNX artifact folder and/or a Triton model repository",
-    )
+    p = OneLineParser(prog="python -m training export",
+                description="Export a checkpoint to an ONNX artifact folder and/or a Triton model repository")
     p.add_argument("checkpoint", nargs="?", type=Path, help="run folder or its checkpoint/ folder")
     p.add_argument("--out", type=Path, help="artifact folder to write (artifacts/<name>)")
     p.add_argument("--name", help="artifact name in the manifest (default: the --out folder's name)")
     p.add_argument("--from-artifact", type=Path, help="with --triton: an existing artifact folder as source")
     p.add_argument("--triton", type=Path, help="also write a Triton model repository into this folder")
     p.add_argument("--max-batch-size", type=int, default=256, help="Triton max_batch_size (default 256)")
-    p.add_argument(
-        "--max-queue-delay-us",
-        type=int,
-        default=1000,
-        help="Triton dynamic batching: longest wait to fill a batch, microseconds (default 1000)",
-    )
+    p.add_argument("--max-queue-delay-us", type=int, default=1000,
+                   help="Triton dynamic batching: longest wait to fill a batch, microseconds (default 1000)")
     p.add_argument("--instances", type=int, default=1, help="Triton model instances per GPU (default 1)")
     return p
 
@@ -783,11 +692,8 @@ def main(argv: list[str]) -> int:
 def _triton_options(args: argparse.Namespace) -> TritonOptions:
     from training.triton import TritonOptions
 
-    return TritonOptions(
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_us=args.max_queue_delay_us,
-        instances=args.instances,
-    )
+    return TritonOptions(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+                         instances=args.instances)
 
 
 def _write_triton(artifact: Path, args: argparse.Namespace) -> int:

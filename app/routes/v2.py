@@ -434,7 +434,7 @@ async def infer(
     def check(spec: TensorSpec, shape: list[int]) -> None:
         _check_size(model, spec, shape, settings)
 
-    def parse() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def parse() -> tuple[dict[str, Any], dict[str, np.ndarray], list[tuple[str, bool]]]:
         doc, binary = _parse(body, header_length)
         items = {i["name"]: i for i in doc["inputs"]}
         specs = {t.name: t for t in g.spec.inputs}
@@ -449,14 +449,14 @@ async def infer(
         if offset != len(binary):
             raise InvalidInput(f"{len(binary) - offset} bytes follow the last binary input; none may")
         _check_values(model, feeds)
-        _wanted(g, doc)  # outputs the graph lacks, or bad output parameters: refused before the run
-        return doc, feeds
+        # outputs the graph lacks, or bad output parameters: refused before the run
+        return doc, feeds, _wanted(g, doc)
 
     # Parsing megabytes of JSON, and writing outputs as JSON lists, take seconds
-    doc, feeds = await off_loop(len(body), LARGE_JSON_BYTES, parse)
+    doc, feeds, wanted = await off_loop(len(body), LARGE_JSON_BYTES, parse)
     outputs = await g.batcher.submit(feeds)
     return await off_loop(
-        sum(a.size for a in outputs.values()), INLINE_MAX_VALUES, _response, g, doc, outputs
+        sum(a.size for a in outputs.values()), INLINE_MAX_VALUES, _response, g, doc, wanted, outputs
     )
 
 
@@ -486,10 +486,12 @@ def _wanted(g: Graph, doc: dict[str, Any]) -> list[tuple[str, bool]]:
     return wanted
 
 
-def _response(g: Graph, doc: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
+def _response(
+    g: Graph, doc: dict[str, Any], wanted: list[tuple[str, bool]], outputs: dict[str, np.ndarray]
+) -> Response:
     results: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, binary in _wanted(g, doc):
+    for name, binary in wanted:
         array = outputs[name]
         meta: dict[str, Any] = {
             "name": name,

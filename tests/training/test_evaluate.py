@@ -133,7 +133,7 @@ def test_codec_leaves_out_a_codec_over_budget_and_reads_photos_as_training_does(
     # K = 16: 4 bits per token, 84 bytes for the 12 x 14 tokens of 48 x 56, and 4 for the grid's size
     backend = OnnxBackend(tiny_artifacts / "vqvae")
     result = ev.Result(metrics={}, details={}, figures={})
-    codec = ev._codec(backend, photos[:2], tmp_path / "report", result)
+    codec = ev._codec(backend, ev._tokenized(backend, photos[:2]), tmp_path / "report", result)
     assert codec["photographs"][0]["budget_bytes"] == 88
     assert codec["over_budget"] == {"jpeg": 2, "webp": 0}  # no JPEG file is that small; WebP fits
     assert codec["mean"]["jpeg_psnr"] is None and codec["mean"]["webp_psnr"] > 0
